@@ -1,0 +1,29 @@
+//! zpipe-core: the mechanics every zpipe tool shares.
+//!
+//! - [`exit`]: the exit-code policy of docs/EXIT-CODES.md and the typed
+//!   [`exit::Failure`] errors that carry it.
+//! - [`cli`]: the `main` helper every binary uses (argument errors, signals,
+//!   one-line error reports).
+//! - [`parse`]: sizes, rates and durations, with clap value parsers.
+//! - [`pool`]: fixed-capacity, reusable blocks with a bounded count.
+//! - [`pipeline`]: reader thread → stages → writer thread over bounded channels.
+//! - [`par`]: an order-preserving parallel map used by hashing and compression.
+//! - [`fdio`]: cancellable, poll-based reads and writes on raw descriptors.
+//! - [`splice`]: the zero-copy pass-through with pipe sizing.
+//! - [`cancel`]: the shared shutdown token and the child-process registry.
+#![deny(missing_docs)]
+
+pub mod cancel;
+pub mod cli;
+pub mod exit;
+pub mod fdio;
+pub mod par;
+pub mod parse;
+pub mod pipeline;
+pub mod pool;
+pub mod splice;
+
+pub use exit::{Exit, Failure};
+
+/// Default size of one pooled block: 1 MiB, the unit every stage moves.
+pub const DEFAULT_BLOCK_SIZE: usize = 1 << 20;

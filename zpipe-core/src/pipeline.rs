@@ -1,0 +1,395 @@
+//! The pipeline runner: a reader thread, stage threads and a writer thread
+//! joined by bounded channels of pooled [`Block`]s.
+//!
+//! Each part runs on its own thread. A failing part records its error in the
+//! shared [`Cancel`] token (the first real error wins) and cancels it; every
+//! other part sees the token within [`POLL_INTERVAL`] and stops, so an error
+//! anywhere, or a downstream that closed, ends the whole pipeline. End of
+//! input flows down as channel disconnection: the source returns `None`, each
+//! stage's `finish` runs, then the sink's.
+
+use crate::cancel::{Cancel, Cancelled, POLL_INTERVAL};
+use crate::fdio::{self, Idle, NoIdle};
+use crate::pool::{Block, BlockPool};
+use anyhow::Context;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use rustix::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long the runner waits, after a failure, for parts stuck in the
+/// kernel before returning the error anyway (the process exits after it).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Produces the pipeline's input blocks.
+pub trait Source: Send {
+    /// The next block of input, or `None` at end of input.
+    fn next_block(&mut self, pool: &BlockPool, cancel: &Cancel) -> anyhow::Result<Option<Block>>;
+}
+
+/// Transforms blocks; may emit any number of blocks per input block.
+pub trait Stage: Send {
+    /// Handles one block.
+    fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()>;
+    /// Called once at end of input, to flush what the stage holds.
+    fn finish(&mut self, _out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Consumes the pipeline's output blocks.
+pub trait Sink: Send {
+    /// Writes one block.
+    fn write_block(&mut self, block: Block, cancel: &Cancel) -> anyhow::Result<()>;
+    /// Called once after the last block, only when everything before succeeded.
+    fn finish(&mut self, _cancel: &Cancel) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hands a stage's output to the next part of the pipeline.
+pub struct Emitter<'a> {
+    tx: &'a Sender<Block>,
+    cancel: &'a Cancel,
+}
+
+impl Emitter<'_> {
+    /// Sends a block downstream, waiting while the channel is full.
+    pub fn emit(&mut self, block: Block) -> anyhow::Result<()> {
+        send(self.tx, block, self.cancel)
+    }
+
+    /// The pipeline's token (stages waiting on their own pools use it).
+    pub fn cancel(&self) -> &Cancel {
+        self.cancel
+    }
+}
+
+/// Sizes of a pipeline's pool and channels.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Size of each source block.
+    pub block_size: usize,
+    /// How many source blocks may exist at once.
+    pub blocks: usize,
+    /// Capacity of each channel between parts, in blocks.
+    pub depth: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            block_size: crate::DEFAULT_BLOCK_SIZE,
+            blocks: 8,
+            depth: 2,
+        }
+    }
+}
+
+fn send(tx: &Sender<Block>, block: Block, cancel: &Cancel) -> anyhow::Result<()> {
+    let mut b = block;
+    loop {
+        match tx.send_timeout(b, POLL_INTERVAL) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(back)) => {
+                cancel.check()?;
+                b = back;
+            }
+            Err(SendTimeoutError::Disconnected(_)) => return Err(Cancelled.into()),
+        }
+    }
+}
+
+fn recv(rx: &Receiver<Block>, cancel: &Cancel) -> anyhow::Result<Option<Block>> {
+    loop {
+        match rx.recv_timeout(POLL_INTERVAL) {
+            Ok(b) => return Ok(Some(b)),
+            Err(RecvTimeoutError::Timeout) => cancel.check()?,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Upstream ended: cleanly only if nobody cancelled.
+                cancel.check()?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Runs `source → stages… → sink` to completion; returns the first error.
+pub fn run(
+    cfg: &PipelineConfig,
+    mut source: Box<dyn Source>,
+    stages: Vec<Box<dyn Stage>>,
+    mut sink: Box<dyn Sink>,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
+    let pool = BlockPool::new(cfg.block_size, cfg.blocks);
+    let (done_tx, done_rx) = bounded::<()>(stages.len() + 2);
+    let mut spawned = 0usize;
+
+    let spawn = |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>, cancel: Cancel| {
+        let done = done_tx.clone();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                if let Err(e) = f() {
+                    cancel.fail(e);
+                }
+                let _ = done.send(());
+            })
+            .map(|_| ())
+    };
+
+    let (first_tx, mut rx) = bounded::<Block>(cfg.depth);
+    {
+        let c = cancel.clone();
+        let pool = pool.clone();
+        spawn(
+            "reader".into(),
+            Box::new(move || {
+                while let Some(b) = source.next_block(&pool, &c)? {
+                    send(&first_tx, b, &c)?;
+                }
+                Ok(())
+            }),
+            cancel.clone(),
+        )?;
+        spawned += 1;
+    }
+    for (i, mut stage) in stages.into_iter().enumerate() {
+        let (tx, next_rx) = bounded::<Block>(cfg.depth);
+        let input = std::mem::replace(&mut rx, next_rx);
+        let c = cancel.clone();
+        spawn(
+            format!("stage-{i}"),
+            Box::new(move || {
+                let mut out = Emitter { tx: &tx, cancel: &c };
+                while let Some(b) = recv(&input, &c)? {
+                    stage.process(b, &mut out)?;
+                }
+                stage.finish(&mut out)
+            }),
+            cancel.clone(),
+        )?;
+        spawned += 1;
+    }
+    {
+        let c = cancel.clone();
+        spawn(
+            "writer".into(),
+            Box::new(move || {
+                while let Some(b) = recv(&rx, &c)? {
+                    sink.write_block(b, &c)?;
+                }
+                sink.finish(&c)
+            }),
+            cancel.clone(),
+        )?;
+        spawned += 1;
+    }
+    drop(done_tx);
+
+    let mut finished = 0;
+    let mut deadline: Option<Instant> = None;
+    while finished < spawned {
+        match done_rx.recv_timeout(POLL_INTERVAL) {
+            Ok(()) => finished += 1,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if cancel.is_cancelled() {
+            let d = *deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+            if Instant::now() >= d {
+                break;
+            }
+        }
+    }
+    match cancel.take_error() {
+        Some(e) => Err(e),
+        None if cancel.is_cancelled() => Err(Cancelled.into()),
+        None => Ok(()),
+    }
+}
+
+/// A [`Source`] reading a descriptor into full blocks.
+pub struct FdSource {
+    fd: OwnedFd,
+    idle: Box<dyn Idle + Send>,
+}
+
+impl FdSource {
+    /// Reads from `fd` (often a dup of stdin).
+    pub fn new(fd: OwnedFd) -> Self {
+        FdSource {
+            fd,
+            idle: Box::new(NoIdle),
+        }
+    }
+
+    /// Reads from a duplicate of standard input.
+    pub fn stdin() -> anyhow::Result<Self> {
+        let fd = rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?;
+        Ok(FdSource::new(fd))
+    }
+
+    /// Calls `idle` while waiting for input.
+    pub fn with_idle(mut self, idle: Box<dyn Idle + Send>) -> Self {
+        self.idle = idle;
+        self
+    }
+}
+
+impl Source for FdSource {
+    fn next_block(&mut self, pool: &BlockPool, cancel: &Cancel) -> anyhow::Result<Option<Block>> {
+        let mut b = pool.get(cancel)?;
+        let size = pool.block_size();
+        let n = fdio::read_full(self.fd.as_fd(), b.resize(size), cancel, self.idle.as_mut())?;
+        b.vec_mut().truncate(n);
+        Ok(if n == 0 { None } else { Some(b) })
+    }
+}
+
+/// A [`Sink`] writing blocks to a descriptor.
+pub struct FdSink {
+    fd: OwnedFd,
+    idle: Box<dyn Idle + Send>,
+}
+
+impl FdSink {
+    /// Writes to `fd` (often a dup of stdout).
+    pub fn new(fd: OwnedFd) -> Self {
+        FdSink {
+            fd,
+            idle: Box::new(NoIdle),
+        }
+    }
+
+    /// Writes to a duplicate of standard output.
+    pub fn stdout() -> anyhow::Result<Self> {
+        let fd = rustix::io::dup(fdio::stdout_fd()).context("duplicating stdout")?;
+        Ok(FdSink::new(fd))
+    }
+
+    /// Calls `idle` while the output is not accepting data.
+    pub fn with_idle(mut self, idle: Box<dyn Idle + Send>) -> Self {
+        self.idle = idle;
+        self
+    }
+}
+
+impl Sink for FdSink {
+    fn write_block(&mut self, block: Block, cancel: &Cancel) -> anyhow::Result<()> {
+        fdio::Writer::new(self.fd.as_fd()).write_all(block.data(), cancel, self.idle.as_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counting(u32);
+    impl Source for Counting {
+        fn next_block(&mut self, pool: &BlockPool, c: &Cancel) -> anyhow::Result<Option<Block>> {
+            if self.0 == 0 {
+                return Ok(None);
+            }
+            self.0 -= 1;
+            let mut b = pool.get(c)?;
+            b.vec_mut().extend_from_slice(&self.0.to_le_bytes());
+            Ok(Some(b))
+        }
+    }
+
+    struct Double;
+    impl Stage for Double {
+        fn process(&mut self, b: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+            let v = u32::from_le_bytes(b.data().try_into().unwrap());
+            let mut b = b;
+            b.vec_mut().clear();
+            b.vec_mut().extend_from_slice(&v.wrapping_mul(2).to_le_bytes());
+            out.emit(b)
+        }
+    }
+
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<u32>>>, Option<u32>);
+    impl Sink for Collect {
+        fn write_block(&mut self, b: Block, _: &Cancel) -> anyhow::Result<()> {
+            let v = u32::from_le_bytes(b.data().try_into().unwrap());
+            if Some(v) == self.1 {
+                anyhow::bail!("sink refused {v}");
+            }
+            self.0.lock().unwrap().push(v);
+            Ok(())
+        }
+    }
+
+    fn cfg() -> PipelineConfig {
+        PipelineConfig {
+            block_size: 16,
+            blocks: 3,
+            depth: 1,
+        }
+    }
+
+    #[test]
+    fn blocks_flow_through_in_order() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        run(
+            &cfg(),
+            Box::new(Counting(100)),
+            vec![Box::new(Double), Box::new(Double)],
+            Box::new(Collect(got.clone(), None)),
+            &Cancel::new(),
+        )
+        .unwrap();
+        let want: Vec<u32> = (0..100).rev().map(|v| v * 4).collect();
+        assert_eq!(*got.lock().unwrap(), want);
+    }
+
+    #[test]
+    fn sink_error_wins_and_stops_everything() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err = run(
+            &cfg(),
+            Box::new(Counting(u32::MAX)),
+            vec![Box::new(Double)],
+            Box::new(Collect(got, Some((u32::MAX - 50).wrapping_mul(2)))),
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sink refused"), "{err:#}");
+    }
+
+    #[test]
+    fn idle_reader_is_stopped_by_a_failing_sink() {
+        // The reader waits on a pipe that never delivers; the sink fails.
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        struct Fail;
+        impl Sink for Fail {
+            fn write_block(&mut self, _: Block, _: &Cancel) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+        struct FailStage;
+        impl Stage for FailStage {
+            fn process(&mut self, _: Block, _: &mut Emitter<'_>) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+        let cancel = Cancel::new();
+        let c2 = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c2.fail(anyhow::anyhow!("downstream closed"));
+        });
+        let start = Instant::now();
+        let err = run(
+            &cfg(),
+            Box::new(FdSource::new(r)),
+            vec![Box::new(FailStage)],
+            Box::new(Fail),
+            &cancel,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("downstream closed"));
+        assert!(start.elapsed() < SHUTDOWN_GRACE);
+    }
+}

@@ -1,0 +1,1 @@
+//! zrecv-wrap
