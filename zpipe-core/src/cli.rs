@@ -70,7 +70,10 @@ pub fn report_clap_error(tool: &str, e: &clap::Error) -> Exit {
 /// The first line of a clap error, without clap's `error: ` prefix.
 pub fn clap_error_line(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
     let line = first.strip_prefix("error: ").unwrap_or(first).trim();
     if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
         let missing: Vec<&str> = rendered
@@ -129,13 +132,18 @@ mod tests {
     use clap::{Arg, Command};
 
     fn cmd() -> Command {
-        Command::new("t")
-            .arg(Arg::new("limit").long("limit").value_parser(crate::parse::rate))
+        Command::new("t").arg(
+            Arg::new("limit")
+                .long("limit")
+                .value_parser(crate::parse::rate),
+        )
     }
 
     #[test]
     fn bad_value_is_one_line_naming_the_flag() {
-        let e = cmd().try_get_matches_from(["t", "--limit=abc"]).unwrap_err();
+        let e = cmd()
+            .try_get_matches_from(["t", "--limit=abc"])
+            .unwrap_err();
         let line = clap_error_line(&e);
         assert!(line.contains("--limit"), "{line}");
         assert!(!line.contains('\n'));

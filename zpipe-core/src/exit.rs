@@ -130,7 +130,12 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub fn one_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
     let mut out = String::with_capacity(text.len());
-    for (i, part) in text.lines().map(str::trim).filter(|l| !l.is_empty()).enumerate() {
+    for (i, part) in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         if i > 0 {
             out.push_str(" / ");
         }

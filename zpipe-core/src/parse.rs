@@ -116,9 +116,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let (value, tail) = split_number(rest).map_err(|_| {
-            format!("'{s}' is not a duration (use 30s, 5m, 2h, 1d, 250ms)")
-        })?;
+        let (value, tail) = split_number(rest)
+            .map_err(|_| format!("'{s}' is not a duration (use 30s, 5m, 2h, 1d, 250ms)"))?;
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());

@@ -125,18 +125,19 @@ pub fn run(
     let (done_tx, done_rx) = bounded::<()>(stages.len() + 2);
     let mut spawned = 0usize;
 
-    let spawn = |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>, cancel: Cancel| {
-        let done = done_tx.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                if let Err(e) = f() {
-                    cancel.fail(e);
-                }
-                let _ = done.send(());
-            })
-            .map(|_| ())
-    };
+    let spawn =
+        |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>, cancel: Cancel| {
+            let done = done_tx.clone();
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    if let Err(e) = f() {
+                        cancel.fail(e);
+                    }
+                    let _ = done.send(());
+                })
+                .map(|_| ())
+        };
 
     let (first_tx, mut rx) = bounded::<Block>(cfg.depth);
     {
@@ -161,7 +162,10 @@ pub fn run(
         spawn(
             format!("stage-{i}"),
             Box::new(move || {
-                let mut out = Emitter { tx: &tx, cancel: &c };
+                let mut out = Emitter {
+                    tx: &tx,
+                    cancel: &c,
+                };
                 while let Some(b) = recv(&input, &c)? {
                     stage.process(b, &mut out)?;
                 }
@@ -304,7 +308,8 @@ mod tests {
             let v = u32::from_le_bytes(b.data().try_into().unwrap());
             let mut b = b;
             b.vec_mut().clear();
-            b.vec_mut().extend_from_slice(&v.wrapping_mul(2).to_le_bytes());
+            b.vec_mut()
+                .extend_from_slice(&v.wrapping_mul(2).to_le_bytes());
             out.emit(b)
         }
     }

@@ -166,7 +166,11 @@ fn splice_loop(
                 return Ok(SpliceEnd::Unsupported);
             }
             Err(e) => {
-                let side = if e == Errno::PIPE { "writing output" } else { "copying" };
+                let side = if e == Errno::PIPE {
+                    "writing output"
+                } else {
+                    "copying"
+                };
                 return Err(io::Error::from(e)).context(side);
             }
         }
@@ -214,7 +218,14 @@ mod tests {
             f.read_to_end(&mut v).unwrap();
             v
         });
-        let stats = copy(in_r.as_fd(), out_w.as_fd(), &opts, &mut NoHooks, &Cancel::new()).unwrap();
+        let stats = copy(
+            in_r.as_fd(),
+            out_w.as_fd(),
+            &opts,
+            &mut NoHooks,
+            &Cancel::new(),
+        )
+        .unwrap();
         drop(out_w);
         feeder.join().unwrap();
         (drain.join().unwrap(), stats)
