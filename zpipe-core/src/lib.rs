@@ -11,9 +11,11 @@
 //! - [`fdio`]: cancellable, poll-based reads and writes on raw descriptors.
 //! - [`splice`]: the zero-copy pass-through with pipe sizing.
 //! - [`cancel`]: the shared shutdown token and the child-process registry.
+//! - [`child`]: child processes from argv vectors with captured stderr.
 #![deny(missing_docs)]
 
 pub mod cancel;
+pub mod child;
 pub mod cli;
 pub mod exit;
 pub mod fdio;
