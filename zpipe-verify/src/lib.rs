@@ -1,5 +1,7 @@
 //! zpipe-verify: End-to-end framing with SHA-256 per frame, and a strict ZFS send stream checker.
 
+pub mod zfs;
+
 use zpipe_core::Exit;
 
 /// The command-line interface of `zpipe-verify`.
