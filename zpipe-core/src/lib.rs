@@ -11,6 +11,8 @@
 //! - [`fdio`]: cancellable, poll-based reads and writes on raw descriptors.
 //! - [`splice`]: the zero-copy pass-through with pipe sizing.
 //! - [`cancel`]: the shared shutdown token and the child-process registry.
+//! - [`fletcher4`]: the Fletcher-4 checksum of ZFS streams and resume tokens.
+//! - [`nvlist`]: the packed (native) nvlist codec of ZFS resume tokens.
 //! - [`child`]: child processes from argv vectors with captured stderr.
 #![deny(missing_docs)]
 
@@ -19,6 +21,8 @@ pub mod child;
 pub mod cli;
 pub mod exit;
 pub mod fdio;
+pub mod fletcher4;
+pub mod nvlist;
 pub mod par;
 pub mod parse;
 pub mod pipeline;
