@@ -174,6 +174,12 @@ impl Child {
         lines.join(" / ")
     }
 
+    /// The child's stderr so far, as received (lines kept).
+    pub fn stderr_raw(&self) -> String {
+        let k = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&k).into_owned()
+    }
+
     /// Waits and turns a failure into a child error (exit 4) that carries
     /// the child's own error text.
     pub fn check(&mut self) -> anyhow::Result<()> {
@@ -274,5 +280,51 @@ mod tests {
     fn output_returns_stdout() {
         assert_eq!(output(&["printf", "a\tb"]).unwrap(), b"a\tb");
         assert!(output(&["/nonexistent/prog"]).is_err());
+    }
+}
+
+/// A pipeline [`Source`](crate::pipeline::Source) reading a child's stdout.
+/// At end of output it reaps the child; when the child failed it hands the
+/// child's error text to `on_failure` (zsend-wrap turns it into an ABORT
+/// trailer) before reporting end of input.
+pub struct ChildSource {
+    inner: crate::pipeline::FdSource,
+    child: Arc<Mutex<Child>>,
+    on_failure: Option<Box<dyn FnOnce(String) + Send>>,
+}
+
+impl ChildSource {
+    /// Reads `stdout` (taken from `child`) until it ends.
+    pub fn new(
+        stdout: std::process::ChildStdout,
+        child: Arc<Mutex<Child>>,
+        on_failure: Box<dyn FnOnce(String) + Send>,
+    ) -> Self {
+        ChildSource {
+            inner: crate::pipeline::FdSource::new(rustix::fd::OwnedFd::from(stdout)),
+            child,
+            on_failure: Some(on_failure),
+        }
+    }
+}
+
+impl crate::pipeline::Source for ChildSource {
+    fn next_block(
+        &mut self,
+        pool: &crate::pool::BlockPool,
+        cancel: &crate::cancel::Cancel,
+    ) -> anyhow::Result<Option<crate::pool::Block>> {
+        if let Some(b) = self.inner.next_block(pool, cancel)? {
+            return Ok(Some(b));
+        }
+        let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let status = c.wait()?;
+        if !status.success() {
+            let text = failure_text(c.name(), status, &c.stderr_text());
+            if let Some(f) = self.on_failure.take() {
+                f(text);
+            }
+        }
+        Ok(None)
     }
 }

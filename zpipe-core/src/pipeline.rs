@@ -217,6 +217,7 @@ pub fn run(
 pub struct FdSource {
     fd: OwnedFd,
     idle: Box<dyn Idle + Send>,
+    prefix: Vec<u8>,
 }
 
 impl FdSource {
@@ -225,7 +226,15 @@ impl FdSource {
         FdSource {
             fd,
             idle: Box::new(NoIdle),
+            prefix: Vec::new(),
         }
+    }
+
+    /// Delivers `prefix` (bytes already read from `fd`, e.g. to sniff the
+    /// stream's kind) before the rest of `fd`.
+    pub fn with_prefix(mut self, prefix: Vec<u8>) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     /// Reads from a duplicate of standard input.
@@ -245,6 +254,11 @@ impl Source for FdSource {
     fn next_block(&mut self, pool: &BlockPool, cancel: &Cancel) -> anyhow::Result<Option<Block>> {
         let mut b = pool.get(cancel)?;
         let size = pool.block_size();
+        if !self.prefix.is_empty() {
+            let take = self.prefix.len().min(size);
+            b.vec_mut().extend(self.prefix.drain(..take));
+            return Ok(Some(b));
+        }
         let n = fdio::read_full(self.fd.as_fd(), b.resize(size), cancel, self.idle.as_mut())?;
         b.vec_mut().truncate(n);
         Ok(if n == 0 { None } else { Some(b) })
