@@ -1,4 +1,7 @@
-//! zsend-wrap: Runs zfs send and composes the zpipe filters in-process.
+//! zsend-wrap: runs `zfs send` and composes the zpipe filters in-process.
+
+pub mod remote;
+pub mod zfs;
 
 use zpipe_core::Exit;
 
