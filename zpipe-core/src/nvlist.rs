@@ -237,6 +237,74 @@ impl NvList {
     }
 }
 
+/// Renders the list the way libnvpair's `nvlist_print` does (what
+/// `zfs send -nvt` prints after "resume token contents:"): a
+/// `nvlist version: 0` line, then one tab-indented `name = value` line per
+/// pair, with uint64 in `0x%llx`, booleans as `= 1`, strings bare.
+impl std::fmt::Display for NvList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        print_list(self, f, 0)
+    }
+}
+
+fn tabs(f: &mut std::fmt::Formatter<'_>, n: usize) -> std::fmt::Result {
+    for _ in 0..n {
+        f.write_str("\t")?;
+    }
+    Ok(())
+}
+
+fn print_list(list: &NvList, f: &mut std::fmt::Formatter<'_>, depth: usize) -> std::fmt::Result {
+    tabs(f, depth)?;
+    writeln!(f, "nvlist version: {NV_VERSION}")?;
+    for p in &list.pairs {
+        let n = &p.name;
+        match &p.value {
+            NvValue::Uint64Array(v) => {
+                // An empty array prints only the end-of-member newline.
+                for (i, x) in v.iter().enumerate() {
+                    if i == 0 {
+                        tabs(f, depth + 1)?;
+                        write!(f, "{n} = ")?;
+                    } else {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "0x{x:x}")?;
+                }
+            }
+            NvValue::NvList(inner) => {
+                tabs(f, depth + 1)?;
+                writeln!(f, "{n} = (embedded nvlist)")?;
+                print_list(inner, f, depth + 1)?;
+                tabs(f, depth + 1)?;
+                writeln!(f, "(end {n})")?;
+            }
+            v => {
+                tabs(f, depth + 1)?;
+                write!(f, "{n} = ")?;
+                match v {
+                    NvValue::Boolean => f.write_str("1")?,
+                    NvValue::BooleanValue(b) => write!(f, "{}", u8::from(*b))?,
+                    NvValue::Byte(x) => write!(f, "0x{x:02x}")?,
+                    NvValue::Int8(x) => write!(f, "{x}")?,
+                    NvValue::Uint8(x) => write!(f, "0x{x:x}")?,
+                    NvValue::Int16(x) => write!(f, "{x}")?,
+                    NvValue::Uint16(x) => write!(f, "0x{x:x}")?,
+                    NvValue::Int32(x) => write!(f, "{x}")?,
+                    NvValue::Uint32(x) => write!(f, "0x{x:x}")?,
+                    NvValue::Int64(x) => write!(f, "{x}")?,
+                    NvValue::Uint64(x) => write!(f, "0x{x:x}")?,
+                    NvValue::Hrtime(x) => write!(f, "0x{x:x}")?,
+                    NvValue::String(x) => f.write_str(x)?,
+                    NvValue::Uint64Array(_) | NvValue::NvList(_) => {}
+                }
+            }
+        }
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
 fn align8(n: usize) -> usize {
     n.div_ceil(NV_ALIGN) * NV_ALIGN
 }
@@ -685,6 +753,18 @@ mod tests {
         l.add("nested", NvValue::NvList(inner));
         l.add("after", NvValue::BooleanValue(true));
         assert_eq!(unpack_native(&pack_native(&l)).unwrap(), l);
+    }
+
+    #[test]
+    fn prints_like_nvlist_print() {
+        let mut l = sample();
+        l.add("embedok", NvValue::Boolean);
+        l.add("redact_snaps", NvValue::Uint64Array(vec![1, 0xab]));
+        let text = l.to_string();
+        assert_eq!(
+            text,
+            "nvlist version: 0\n\tobject = 0x1\n\toffset = 0x0\n\tbytes = 0x0\n\ttoguid = 0x595d9f81aa9dddab\n\ttoname = pool1/test@a\n\tembedok = 1\n\tredact_snaps = 0x1 0xab\n"
+        );
     }
 
     #[test]

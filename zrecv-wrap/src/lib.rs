@@ -1,5 +1,7 @@
 //! zrecv-wrap: Runs zfs recv with in-process decoding and resume tokens.
 
+pub mod token;
+
 use zpipe_core::Exit;
 
 /// The command-line interface of `zrecv-wrap`.
