@@ -1,0 +1,319 @@
+//! Decoding: [`Decoder`] reads a framed stream from any `Read` and writes
+//! the verified payload to a `Write`; [`DecodeStage`] does the same as a
+//! pipeline stage on blocks cut anywhere. Both hash payloads on worker
+//! threads ([`OrderedPool`]) and hand a frame's bytes on only after that
+//! frame's SHA-256 matched, in order. At the first failure everything
+//! verified before it is delivered and nothing after it; the error names
+//! the frame and byte offset.
+
+use crate::format::Digest;
+use crate::parser::{Event, Frame, FrameBuf, Parser, PayloadBuf};
+use crate::VerifyConfig;
+use anyhow::Context;
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::sync::{Arc, Mutex};
+use zpipe_core::cancel::Cancel;
+use zpipe_core::par::OrderedPool;
+use zpipe_core::pipeline::{Emitter, Stage};
+use zpipe_core::pool::{Block, BlockPool};
+
+/// Size of the small read buffer the pull decoder uses for record headers;
+/// payloads are read straight into frame buffers.
+const RECORD_READ_BUFFER: usize = 16 << 10;
+
+/// Verifies frames on worker threads and delivers them in order.
+struct Checker<B: PayloadBuf> {
+    pool: OrderedPool<Frame<B>, (Frame<B>, bool)>,
+}
+
+impl<B: PayloadBuf> Checker<B> {
+    fn new(cfg: &VerifyConfig, frame_len: usize) -> Self {
+        let workers = cfg.worker_count();
+        let window = cfg.window(frame_len);
+        Checker {
+            pool: OrderedPool::new(workers, window, |f: Frame<B>| {
+                let ok = f.verify();
+                (f, ok)
+            }),
+        }
+    }
+
+    fn deliver(
+        r: (Frame<B>, bool),
+        out: &mut dyn FnMut(B) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (frame, ok) = r;
+        if !ok {
+            return Err(frame.mismatch());
+        }
+        out(frame.buf)
+    }
+
+    /// Waits until another frame may be submitted, delivering results.
+    fn make_room(
+        &mut self,
+        cancel: &Cancel,
+        out: &mut dyn FnMut(B) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        while !self.pool.has_room() {
+            match self.pool.next(cancel)? {
+                Some(r) => Self::deliver(r, out)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        frame: Frame<B>,
+        cancel: &Cancel,
+        out: &mut dyn FnMut(B) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.make_room(cancel, out)?;
+        self.pool.submit(frame, cancel)?;
+        while let Some(r) = self.pool.try_next() {
+            Self::deliver(r, out)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers every frame in flight; the first bad one is the error.
+    fn drain(
+        &mut self,
+        cancel: &Cancel,
+        out: &mut dyn FnMut(B) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        while let Some(r) = self.pool.next(cancel)? {
+            Self::deliver(r, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a framed stream and yields the verified payload.
+pub struct Decoder<R: Read> {
+    reader: BufReader<R>,
+    cfg: VerifyConfig,
+}
+
+impl<R: Read> Decoder<R> {
+    /// A decoder reading the framed stream from `reader`.
+    pub fn new(reader: R, cfg: &VerifyConfig) -> Self {
+        Decoder {
+            reader: BufReader::with_capacity(RECORD_READ_BUFFER, reader),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Verifies the whole stream, writing each frame's payload to `out` once
+    /// it verified; returns the END trailer's digest. On failure, `out` has
+    /// received exactly the frames before the first damaged place.
+    pub fn decode_to<W: Write>(mut self, out: &mut W) -> anyhow::Result<Digest> {
+        let cancel = Cancel::new();
+        let mut parser: Parser<FrameBuf> = Parser::new();
+        let mut checker: Option<Checker<FrameBuf>> = None;
+        let free: RefCell<Vec<FrameBuf>> = RefCell::new(Vec::new());
+        let mut deliver = |b: FrameBuf| -> anyhow::Result<()> {
+            out.write_all(b.payload()).context("writing output")?;
+            free.borrow_mut().push(b);
+            Ok(())
+        };
+        // Errors found by the parser (and the end of input) come after every
+        // frame already handed to the checker: deliver those first, and let
+        // an earlier bad frame win. Errors from the checker itself end at once.
+        let ended = |checker: &mut Option<Checker<FrameBuf>>,
+                     r: anyhow::Result<Digest>,
+                     deliver: &mut dyn FnMut(FrameBuf) -> anyhow::Result<()>|
+         -> anyhow::Result<Digest> {
+            if let Some(c) = checker.as_mut() {
+                c.drain(&cancel, deliver)?;
+            }
+            r
+        };
+        let digest = loop {
+            let ev = match self.step(&mut parser) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break ended(&mut checker, parser.finish(), &mut deliver)?,
+                Err(e) => break ended(&mut checker, Err(e), &mut deliver)?,
+            };
+            match ev {
+                Event::NeedBuffer => {
+                    let frame_len = parser.max_frame_len();
+                    let c = checker.get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
+                    c.make_room(&cancel, &mut deliver)?;
+                    let buf = free.borrow_mut().pop().unwrap_or_default();
+                    parser.give_buffer(buf);
+                }
+                Event::Frame(f) => {
+                    let c = checker.as_mut().expect("a frame follows NeedBuffer");
+                    c.submit(f, &cancel, &mut deliver)?;
+                }
+                Event::End => {}
+                Event::Abort(text) => {
+                    let e = zpipe_core::exit::integrity(text);
+                    break ended(&mut checker, Err(e), &mut deliver)?;
+                }
+            }
+        };
+        out.flush().context("writing output")?;
+        Ok(digest)
+    }
+
+    /// Reads until the parser has an event; `Ok(None)` at end of input.
+    fn step(&mut self, parser: &mut Parser<FrameBuf>) -> anyhow::Result<Option<Event<FrameBuf>>> {
+        loop {
+            if self.reader.buffer().is_empty() {
+                if let Some((buf, _left)) = parser.payload_slot() {
+                    let n = read_retrying(self.reader.get_mut(), buf.spare())?;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    buf.filled(n);
+                    if let Some(ev) = parser.payload_read(n) {
+                        return Ok(Some(ev));
+                    }
+                    continue;
+                }
+            }
+            let data = match self.reader.fill_buf() {
+                Ok(d) => d,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading input"),
+            };
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let (n, ev) = parser.feed(data)?;
+            self.reader.consume(n);
+            if ev.is_some() {
+                return Ok(ev);
+            }
+        }
+    }
+}
+
+fn read_retrying<R: Read>(r: &mut R, buf: &mut [u8]) -> anyhow::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading input"),
+        }
+    }
+}
+
+/// What a [`DecodeStage`] found, readable after the pipeline ran.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeHandle {
+    inner: Arc<Mutex<Option<Digest>>>,
+}
+
+impl DecodeHandle {
+    /// The END trailer's digest (frames, bytes, stream digest) when the
+    /// stream was complete and every frame verified; `None` otherwise.
+    pub fn digest(&self) -> Option<Digest> {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of verified frames of a complete stream (0 when incomplete).
+    pub fn frames(&self) -> u64 {
+        self.digest().map_or(0, |d| d.frames)
+    }
+
+    /// Verified payload bytes of a complete stream (0 when incomplete).
+    pub fn bytes(&self) -> u64 {
+        self.digest().map_or(0, |d| d.bytes)
+    }
+}
+
+/// A pipeline stage: framed blocks in (cut anywhere), verified payload out.
+pub struct DecodeStage {
+    cfg: VerifyConfig,
+    parser: Parser<Block>,
+    checker: Option<Checker<Block>>,
+    pool: Option<BlockPool>,
+    handle: DecodeHandle,
+}
+
+/// Blocks of the stage's own pool beyond its hashing window: one being
+/// filled plus slack for blocks queued downstream.
+const STAGE_EXTRA_BLOCKS: usize = 4;
+
+impl DecodeStage {
+    /// A decode stage and the handle that reports its result.
+    pub fn new(cfg: VerifyConfig) -> (DecodeStage, DecodeHandle) {
+        let handle = DecodeHandle::default();
+        let stage = DecodeStage {
+            cfg,
+            parser: Parser::new(),
+            checker: None,
+            pool: None,
+            handle: handle.clone(),
+        };
+        (stage, handle)
+    }
+
+    /// Ends with `r` after delivering every frame in flight (an earlier
+    /// bad frame wins): for parser errors, ABORT and the end of input.
+    fn ended<T>(&mut self, r: anyhow::Result<T>, out: &mut Emitter<'_>) -> anyhow::Result<T> {
+        if let Some(c) = self.checker.as_mut() {
+            let cancel = out.cancel().clone();
+            c.drain(&cancel, &mut |b| out.emit(b))?;
+        }
+        r
+    }
+
+    fn handle_event(&mut self, ev: Event<Block>, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        let cancel = out.cancel().clone();
+        match ev {
+            Event::NeedBuffer => {
+                let frame_len = self.parser.max_frame_len();
+                let c = self
+                    .checker
+                    .get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
+                c.make_room(&cancel, &mut |b| out.emit(b))?;
+                let count = self.cfg.window(frame_len) + STAGE_EXTRA_BLOCKS;
+                let pool = self
+                    .pool
+                    .get_or_insert_with(|| BlockPool::new(frame_len, count));
+                let b = pool.get(&cancel)?;
+                self.parser.give_buffer(b);
+            }
+            Event::Frame(f) => {
+                let c = self.checker.as_mut().expect("a frame follows NeedBuffer");
+                c.submit(f, &cancel, &mut |b| out.emit(b))?;
+            }
+            Event::End => {}
+            Event::Abort(text) => {
+                return self.ended(Err(zpipe_core::exit::integrity(text)), out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stage for DecodeStage {
+    fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        let mut data = block.data();
+        while !data.is_empty() {
+            let (n, ev) = match self.parser.feed(data) {
+                Ok(r) => r,
+                Err(e) => return self.ended(Err(e), out),
+            };
+            data = &data[n..];
+            if let Some(ev) = ev {
+                self.handle_event(ev, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        let r = self.parser.finish();
+        let digest = self.ended(r, out)?;
+        *self.handle.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
+        Ok(())
+    }
+}
