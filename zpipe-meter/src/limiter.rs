@@ -1,0 +1,134 @@
+//! The token bucket behind `--limit`.
+//!
+//! Tokens are bytes. The bucket refills continuously from the clock at the
+//! current rate and holds at most [`BURST`] worth of data, so after an idle
+//! spell the stream may catch up by at most 100 ms of traffic. A caller asks
+//! for a grant before moving data; the grant is at most one burst, and the
+//! wait for it sleeps in steps of at most [`REFILL_STEP`], checking the
+//! cancellation token between steps. The bucket starts empty, so the first
+//! second is not a burst either. The rate may change between grants (a
+//! schedule window opens, SIGUSR2 reloads the limit file).
+
+use std::time::{Duration, Instant};
+use zpipe_core::cancel::Cancel;
+
+/// The most data the bucket holds, as time at the current rate.
+pub const BURST: Duration = Duration::from_millis(100);
+/// The longest a grant sleeps before refilling and looking at the token.
+pub const REFILL_STEP: Duration = Duration::from_millis(100);
+
+/// A token bucket in bytes.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: u64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Default for TokenBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TokenBucket {
+    /// An empty bucket with no rate yet.
+    pub fn new() -> Self {
+        TokenBucket {
+            rate: 0,
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn capacity(rate: u64) -> f64 {
+        (rate as f64 * BURST.as_secs_f64()).max(1.0)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate as f64).min(Self::capacity(self.rate));
+    }
+
+    /// Waits until some of `want` bytes may move at `rate` bytes per second
+    /// (0 = unlimited) and returns how many (≥ 1, ≤ `want`, ≤ one burst).
+    /// Call [`TokenBucket::take`] with what actually moved.
+    pub fn grant(&mut self, want: usize, rate: u64, cancel: &Cancel) -> anyhow::Result<usize> {
+        let want = want.max(1);
+        if rate == 0 {
+            self.rate = 0;
+            return Ok(want);
+        }
+        let now = Instant::now();
+        if rate != self.rate {
+            // Tokens gathered under the old rate stay, capped to the new burst.
+            self.refill(now);
+            self.rate = rate;
+            self.tokens = self.tokens.min(Self::capacity(rate));
+        }
+        let chunk = (want as f64).min(Self::capacity(rate).floor()).max(1.0);
+        loop {
+            self.refill(Instant::now());
+            if self.tokens >= chunk {
+                return Ok(chunk as usize);
+            }
+            cancel.check()?;
+            let need = Duration::from_secs_f64((chunk - self.tokens) / rate as f64);
+            std::thread::sleep(need.min(REFILL_STEP));
+        }
+    }
+
+    /// Takes `n` bytes out of the bucket after they moved.
+    pub fn take(&mut self, n: usize) {
+        if self.rate != 0 {
+            self.tokens -= n as f64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_grants_everything() {
+        let mut b = TokenBucket::new();
+        assert_eq!(b.grant(1 << 20, 0, &Cancel::new()).unwrap(), 1 << 20);
+    }
+
+    #[test]
+    fn grants_are_capped_to_one_burst() {
+        let mut b = TokenBucket::new();
+        let g = b.grant(1 << 20, 1000, &Cancel::new()).unwrap();
+        assert_eq!(g, 100);
+    }
+
+    #[test]
+    fn rate_is_kept_over_half_a_second() {
+        let rate = 4 << 20;
+        let mut b = TokenBucket::new();
+        let c = Cancel::new();
+        let start = Instant::now();
+        let mut moved = 0u64;
+        while moved < rate / 2 {
+            let g = b.grant(1 << 20, rate, &c).unwrap();
+            b.take(g);
+            moved += g as u64;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let got = moved as f64 / secs;
+        assert!(
+            (got / rate as f64 - 1.0).abs() < 0.1,
+            "rate {got} over {secs}s"
+        );
+    }
+
+    #[test]
+    fn waiting_grant_stops_on_cancel() {
+        let mut b = TokenBucket::new();
+        let c = Cancel::new();
+        c.cancel();
+        assert!(b.grant(1000, 1, &c).is_err());
+    }
+}
