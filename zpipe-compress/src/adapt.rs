@@ -1,0 +1,128 @@
+//! The `--adapt` controller: picks the compression level from where the
+//! pipeline waits.
+//!
+//! The compress stage measures, per interval, how long it was blocked handing
+//! finished frames downstream (the output side — a slow link — is the
+//! bottleneck) and how long it waited for workers while it had input for
+//! them (the CPU is the bottleneck). Mostly output-blocked: one level up.
+//! Mostly CPU-bound and never output-blocked: one level down. Neither (input
+//! is the bottleneck): unchanged. So on a fast link the level can only fall
+//! from where it started, and the stream never gets slower than the fixed
+//! level would make it.
+
+use std::time::{Duration, Instant};
+
+/// How often the controller decides.
+pub const ADAPT_INTERVAL: Duration = Duration::from_millis(200);
+/// Share of an interval spent blocked on output that raises the level.
+pub const OUTPUT_BOUND_SHARE: f64 = 0.25;
+/// Share of an interval spent waiting for workers that lowers the level.
+pub const CPU_BOUND_SHARE: f64 = 0.25;
+/// Output-blocked share below which a CPU-bound interval may lower the level.
+pub const OUTPUT_IDLE_SHARE: f64 = 0.05;
+
+/// Levels the controller may choose, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptRange {
+    /// Lowest level.
+    pub min: i32,
+    /// Highest level.
+    pub max: i32,
+}
+
+/// The controller's state between decisions.
+#[derive(Debug)]
+pub struct Adapt {
+    range: AdaptRange,
+    level: i32,
+    since: Instant,
+    output_wait: Duration,
+    cpu_wait: Duration,
+}
+
+impl Adapt {
+    /// Starts at `level` (clamped into `range`).
+    pub fn new(range: AdaptRange, level: i32, now: Instant) -> Self {
+        Adapt {
+            range,
+            level: level.clamp(range.min, range.max),
+            since: now,
+            output_wait: Duration::ZERO,
+            cpu_wait: Duration::ZERO,
+        }
+    }
+
+    /// The current level.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Records time spent blocked on the output side.
+    pub fn output_waited(&mut self, d: Duration) {
+        self.output_wait += d;
+    }
+
+    /// Records time spent waiting for busy workers.
+    pub fn cpu_waited(&mut self, d: Duration) {
+        self.cpu_wait += d;
+    }
+
+    /// Decides once an interval has passed; returns the (possibly new) level.
+    pub fn tick(&mut self, now: Instant) -> i32 {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed < ADAPT_INTERVAL {
+            return self.level;
+        }
+        let secs = elapsed.as_secs_f64();
+        let out = self.output_wait.as_secs_f64() / secs;
+        let cpu = self.cpu_wait.as_secs_f64() / secs;
+        if out > OUTPUT_BOUND_SHARE {
+            self.level = (self.level + 1).min(self.range.max);
+        } else if cpu > CPU_BOUND_SHARE && out < OUTPUT_IDLE_SHARE {
+            self.level = (self.level - 1).max(self.range.min);
+        }
+        self.since = now;
+        self.output_wait = Duration::ZERO;
+        self.cpu_wait = Duration::ZERO;
+        self.level
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RANGE: AdaptRange = AdaptRange { min: 1, max: 9 };
+
+    #[test]
+    fn blocked_output_raises_the_level_up_to_the_maximum() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0);
+        for i in 1..=20 {
+            a.output_waited(ADAPT_INTERVAL / 2);
+            a.tick(t0 + ADAPT_INTERVAL * i);
+        }
+        assert_eq!(a.level(), 9);
+    }
+
+    #[test]
+    fn busy_workers_lower_the_level_down_to_the_minimum() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0);
+        for i in 1..=5 {
+            a.cpu_waited(ADAPT_INTERVAL / 2);
+            a.tick(t0 + ADAPT_INTERVAL * i);
+        }
+        assert_eq!(a.level(), 1);
+    }
+
+    #[test]
+    fn input_bound_keeps_the_level_and_short_intervals_do_nothing() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0);
+        a.output_waited(ADAPT_INTERVAL);
+        assert_eq!(a.tick(t0 + ADAPT_INTERVAL / 2), 3);
+        let mut b = Adapt::new(RANGE, 3, t0);
+        assert_eq!(b.tick(t0 + ADAPT_INTERVAL * 3), 3);
+    }
+}
