@@ -80,10 +80,21 @@ fn every_cut_of_a_real_stream_is_incomplete() {
 #[test]
 fn cut_inside_a_write_payload_names_the_record() {
     let data = fixture("fuse_full.zfs");
-    let f = follow(&data[..data.len() / 2], 1000);
-    let text = f.describe_incomplete();
-    assert!(text.contains("ZFS stream ends after"), "{text}");
-    assert!(text.contains("no final END record"), "{text}");
+    let texts: Vec<String> = (RECORD..data.len())
+        .step_by(1001)
+        .map(|cut| follow(&data[..cut], 1000).describe_incomplete())
+        .collect();
+    let write = texts
+        .iter()
+        .find(|t| t.contains("inside a WRITE record payload (object "))
+        .expect("some cut falls inside a WRITE payload");
+    assert!(write.starts_with("ZFS stream ends after "), "{write}");
+    assert!(write.contains(" offset "), "{write}");
+    assert!(write.contains("payload bytes present"), "{write}");
+    assert!(write.ends_with("; no final END record"), "{write}");
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("inside the header of record")));
 }
 
 #[test]

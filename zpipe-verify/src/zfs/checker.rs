@@ -323,6 +323,7 @@ pub struct Checker {
     payload_left: u64,
     nvhead: [u8; NVLIST_HEADER],
     nvhead_len: usize,
+    nvhead_at: u64,
     check_nvhead: bool,
     order: Option<ByteOrder>,
     sum: Fletcher4,
@@ -397,6 +398,7 @@ impl Checker {
             payload_left: 0,
             nvhead: [0; NVLIST_HEADER],
             nvhead_len: 0,
+            nvhead_at: 0,
             check_nvhead: false,
             order: None,
             sum: Fletcher4::new(),
@@ -514,9 +516,14 @@ impl Checker {
             // endian (0 big / 1 little), two reserved zero bytes.
             let [enc, endian, r1, r2] = self.nvhead;
             if enc > 1 || endian > 1 || r1 != 0 || r2 != 0 {
-                return Err(self.corrupt(format!(
-                    "its payload is not a packed nvlist (header bytes {enc:02x} {endian:02x} {r1:02x} {r2:02x})"
-                )));
+                return Err(ZfsError {
+                    kind: ZfsErrorKind::Corrupt,
+                    offset: self.nvhead_at,
+                    record: self.records.saturating_sub(1),
+                    message: format!(
+                        "corrupt BEGIN record: its payload is not a packed nvlist (header bytes {enc:02x} {endian:02x} {r1:02x} {r2:02x})"
+                    ),
+                });
             }
         }
         Ok(())
@@ -554,7 +561,10 @@ impl Checker {
             self.sum.update(&hdr[..CHECKSUM_OFFSET]);
             let stored = h.record_checksum();
             let in_sub = matches!(from, Phase::Sub { .. });
-            if stored != [0; 4] {
+            // The final END of a compound stream is checked to be all zeros
+            // in `validate`; it carries no checksum of any kind.
+            let final_end = from == Phase::CompoundTop && ty == RecordType::End;
+            if stored != [0; 4] && !final_end {
                 let want = self.sum.sums();
                 if stored != want {
                     return Err(self.err(
@@ -610,6 +620,7 @@ impl Checker {
             }
             self.check_nvhead = payload > 0;
             self.nvhead_len = 0;
+            self.nvhead_at = self.pos;
         }
         self.summary.records[ty as usize] += 1;
         self.summary.payload_bytes += payload;
@@ -976,20 +987,9 @@ impl Checker {
                 summary.records[RecordType::End as usize] - u64::from(summary.compound.is_some());
             return Ok(summary);
         }
-        let last = self.last.describe();
-        let whereabouts = if self.payload_left > 0 {
-            format!(
-                "inside the payload of a {last} ({} of {} payload bytes missing)",
-                self.payload_left, self.last.payload
-            )
-        } else if self.hdr_len > 0 {
-            format!(
-                "inside the header of record {} ({} of {RECORD_SIZE} bytes), after a {last}",
-                self.records, self.hdr_len
-            )
-        } else {
-            format!("after a {last}")
-        };
+        let whereabouts = self
+            .last
+            .whereabouts(self.payload_left, self.hdr_len, self.records);
         let missing = match self.phase {
             Phase::CompoundTop | Phase::CompoundHeader | Phase::Sub { compound: true } => {
                 "no final END record of the compound (-R) stream"

@@ -109,16 +109,48 @@ impl RecordNote {
         }
     }
 
-    /// "WRITE record (object 5 offset 131072)".
-    pub(crate) fn describe(&self) -> String {
-        let name = self.ty.map_or("unknown", RecordType::name);
+    /// "object 5 offset 131072", or "" for BEGIN and END.
+    fn detail(&self) -> String {
         match (self.object, self.offset) {
-            (Some(o), Some(off)) => format!("{name} record (object {o} offset {off})"),
+            (Some(o), Some(off)) => format!("object {o} offset {off}"),
             (Some(o), None) if self.ty == Some(RecordType::FreeObjects) => {
-                format!("{name} record (first object {o})")
+                format!("first object {o}")
             }
-            (Some(o), None) => format!("{name} record (object {o})"),
-            _ => format!("{name} record"),
+            (Some(o), None) => format!("object {o}"),
+            _ => String::new(),
+        }
+    }
+
+    /// Where a stream that stops here stops, e.g. "inside a WRITE record
+    /// payload (object 5 offset 131072; 1000 of 4096 payload bytes present)".
+    /// `payload_left` is what is missing of this record's payload, `hdr_len`
+    /// how much of the next header (record `next_record`) arrived.
+    pub(crate) fn whereabouts(
+        &self,
+        payload_left: u64,
+        hdr_len: usize,
+        next_record: u64,
+    ) -> String {
+        let name = self.ty.map_or("unknown", RecordType::name);
+        let detail = self.detail();
+        let paren = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({detail})")
+        };
+        if payload_left > 0 {
+            let sep = if detail.is_empty() { "" } else { "; " };
+            format!(
+                "inside a {name} record payload ({detail}{sep}{} of {} payload bytes present)",
+                self.payload - payload_left,
+                self.payload
+            )
+        } else if hdr_len > 0 {
+            format!(
+                "inside the header of record {next_record} ({hdr_len} of {RECORD_SIZE} bytes), after a {name} record{paren}"
+            )
+        } else {
+            format!("after a {name} record{paren}")
         }
     }
 }
@@ -297,20 +329,9 @@ impl Follower {
                 )
             };
         }
-        let last = self.last.describe();
-        let whereabouts = if self.payload_left > 0 {
-            format!(
-                "inside a {last} payload ({} of {} payload bytes missing)",
-                self.payload_left, self.last.payload
-            )
-        } else if self.hdr_len > 0 {
-            format!(
-                "inside the header of record {} ({} of {RECORD_SIZE} bytes), after a {last}",
-                self.records, self.hdr_len
-            )
-        } else {
-            format!("after a {last}")
-        };
+        let whereabouts = self
+            .last
+            .whereabouts(self.payload_left, self.hdr_len, self.records);
         let missing = match self.phase {
             Phase::CompoundTop | Phase::Sub { compound: true } | Phase::CompoundHeader => {
                 "no final END record of the compound (-R) stream"
