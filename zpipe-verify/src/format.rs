@@ -311,6 +311,18 @@ pub fn decode_body(r: &Record) -> Result<Body, String> {
     }
 }
 
+/// For a damaged record: true when its tag is nearer (in bits) to a
+/// trailer's tag than to a data frame's, so errors can name the likely kind.
+pub fn likely_trailer(r: &Record) -> bool {
+    let distance = |tag: &[u8; 4]| -> u32 {
+        tag.iter()
+            .zip(&r[..4])
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum()
+    };
+    distance(&TAG_END).min(distance(&TAG_ABORT)) < distance(&TAG_DATA)
+}
+
 /// A short guess at what `prefix` is, for "not a zpipe-verify stream" errors.
 pub fn sniff(prefix: &[u8]) -> &'static str {
     const ZSTD_MAGIC: u32 = 0xFD2F_B528;

@@ -75,3 +75,6 @@ impl VerifyConfig {
         by_workers.min(by_memory).max(2)
     }
 }
+
+#[cfg(test)]
+mod tests;

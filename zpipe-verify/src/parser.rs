@@ -314,8 +314,7 @@ impl<B: PayloadBuf> Parser<B> {
         let body = match format::decode_body(&self.rec) {
             Ok(b) => b,
             Err(e) => {
-                let tag = &self.rec[..4];
-                let what = if tag == format::TAG_END || tag == format::TAG_ABORT {
+                let what = if format::likely_trailer(&self.rec) {
                     format!("trailer at byte {at} (after {seq} frames): {e}")
                 } else {
                     format!("frame {seq} at byte {at}: {e}")
