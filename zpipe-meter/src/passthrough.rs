@@ -14,6 +14,7 @@
 use crate::config::MeterConfig;
 use crate::meter::{Hooks, InputHooks, Meter, ProgressTarget, Shared};
 use crate::report::Stats;
+use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rustix::event::PollFlags;
 use rustix::fd::BorrowedFd;
@@ -152,25 +153,40 @@ fn read_side(
     loop {
         let mut block = pool.get(local)?;
         watch.check()?;
-        let buf = block.resize(bs);
-        let mut n = fdio::read_some(input, buf, local, &mut WatchIdle(&mut hooks, &watch))?;
-        if n == 0 {
-            return Ok(());
-        }
+        let buf = block.vec_mut();
+        buf.reserve_exact(bs);
+        // Read into the spare capacity: no zero-filling of a block per read.
         let mut ended = false;
-        // Fill the block with what is already there; send a partial block
-        // rather than wait, so a slow trickle is not held back.
-        while n < bs && fdio::wait_ready(input, PollFlags::IN, Duration::ZERO)? {
-            let m = fdio::read_some(input, &mut buf[n..], local, &mut hooks)?;
-            if m == 0 {
-                ended = true;
+        loop {
+            if buf.is_empty() {
+                fdio::wait_cancellable(
+                    input,
+                    fdio::Side::Input,
+                    local,
+                    &mut WatchIdle(&mut hooks, &watch),
+                )?;
+            } else if buf.len() >= buf.capacity()
+                || !fdio::wait_ready(input, PollFlags::IN, Duration::ZERO)?
+            {
+                // Send a partial block rather than wait, so a slow trickle
+                // is not held back.
                 break;
             }
-            n += m;
+            match rustix::io::read(input, rustix::buffer::spare_capacity(buf)) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                Err(e) => return Err(std::io::Error::from(e)).context("reading input"),
+            }
         }
-        block.vec_mut().truncate(n);
-        hooks.got(n);
-        send(&tx, block, &watch)?;
+        let n = block.len();
+        if n > 0 {
+            hooks.got(n);
+            send(&tx, block, &watch)?;
+        }
         if ended {
             return Ok(());
         }
