@@ -2,13 +2,14 @@
 //! ZFS-check runs on standard input and output.
 
 use crate::format::{Digest, MAX_FRAME_LEN};
+use crate::zfs;
 use crate::{Decoder, Encoder, VerifyConfig};
 use anyhow::Context;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use zpipe_core::exit::usage;
+use zpipe_core::exit::{integrity, usage};
 use zpipe_core::{fdio, Exit};
 
 const ABOUT: &str =
@@ -65,8 +66,11 @@ struct Args {
     #[arg(short = 't', long = "test", action = ArgAction::SetTrue)]
     test: bool,
 
-    /// Check a raw (unframed) ZFS send stream on stdin strictly, record by
-    /// record; with -d, check the stream carried inside the framing.
+    /// Check a ZFS send stream strictly, record by record (types, order,
+    /// lengths, checksums, the final END). Alone: check a raw (unframed)
+    /// stream on stdin and print what it holds. With -d or -t: also check
+    /// the stream carried inside the framing, failing before a bad record
+    /// is written (with -t the summary is printed).
     #[arg(long = "zfs", action = ArgAction::SetTrue)]
     zfs: bool,
 
@@ -110,21 +114,46 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         workers: args.threads,
         follow_zfs: !args.no_follow_zfs,
     };
-    if args.zfs {
-        return Err(usage(
-            "--zfs: the strict ZFS stream checker is not built into this version yet",
-        ));
-    }
     let input = File::from(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?);
     fdio::grow_pipe(fdio::stdin_fd(), fdio::DEFAULT_PIPE_SIZE);
+    if args.zfs && !(args.decode || args.test) {
+        if args.digest_file.is_some() {
+            return Err(usage(
+                "--digest-file needs framing: use it without --zfs, or with -d/-t",
+            ));
+        }
+        let summary = zfs::check_stream(input)?;
+        print_summary(&summary)?;
+        return Ok(Exit::Success);
+    }
     let digest = if args.decode || args.test {
         let decoder = Decoder::new(input, &cfg);
-        if args.test {
-            decoder.decode_to(&mut std::io::sink())?
+        let sink: Box<dyn Write> = if args.test {
+            Box::new(std::io::sink())
         } else {
-            let mut out = stdout()?;
-            decoder.decode_to(&mut out)?
+            Box::new(stdout()?)
+        };
+        let mut tap = ZfsTap {
+            out: sink,
+            checker: args
+                .zfs
+                .then(|| zfs::Checker::new(zfs::CheckOptions::default())),
+            failed: None,
+        };
+        let result = decoder.decode_to(&mut tap);
+        if let Some(e) = tap.failed.take() {
+            return Err(integrity(format!("carried ZFS stream: {e}")));
         }
+        let digest = result?;
+        if let Some(checker) = tap.checker.take() {
+            let summary = checker
+                .finish()
+                .map_err(|e| integrity(format!("carried ZFS stream: {e}")))?;
+            if args.test {
+                print_summary(&summary)?;
+            }
+        }
+        digest
     } else {
         let mut input = input;
         let mut enc = Encoder::new(stdout()?, &cfg)?;
@@ -135,6 +164,43 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         write_digest(path, &digest)?;
     }
     Ok(Exit::Success)
+}
+
+/// Passes verified payload on, checking it as a ZFS stream first when asked:
+/// a bad record stops the output before it is written.
+struct ZfsTap {
+    out: Box<dyn Write>,
+    checker: Option<zfs::Checker>,
+    failed: Option<zfs::ZfsError>,
+}
+
+impl Write for ZfsTap {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(c) = self.checker.as_mut() {
+            if let Err(e) = c.feed(buf) {
+                self.failed = Some(e);
+                return Err(std::io::Error::other(
+                    "the carried ZFS stream failed its check",
+                ));
+            }
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn print_summary(s: &zfs::Summary) -> anyhow::Result<()> {
+    let mut text = s.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    stdout()?
+        .write_all(text.as_bytes())
+        .context("writing output")
 }
 
 fn stdout() -> anyhow::Result<File> {

@@ -453,3 +453,40 @@ fn closed_stdout_is_an_io_error() {
     feeder.join().unwrap();
     assert_eq!(status.code(), Some(3));
 }
+
+#[test]
+fn zfs_flag_checks_raw_and_carried_streams() {
+    let full = fixture("fuse_repl_R.zfs");
+    let r = run(&["--zfs"], &full);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(String::from_utf8_lossy(&r.out).contains("complete"));
+    let r = run(&["--zfs"], &full[..full.len() - 1]);
+    assert_eq!(r.code, 2, "{}", r.err);
+    assert!(r.err.contains("truncated"), "{}", r.err);
+
+    // Framing intact, carried ZFS stream damaged inside a record header:
+    // -d --zfs fails with exit 2 and writes nothing from that record on.
+    let mut bad = full.clone();
+    bad[312 * 3] ^= 0x40;
+    let framed = run(&["--no-follow-zfs"], &bad);
+    assert_eq!(framed.code, 0, "{}", framed.err);
+    let r = run(&["-d", "--zfs"], &framed.out);
+    assert_eq!(r.code, 2, "{}", r.err);
+    assert!(r.err.contains("carried ZFS stream"), "{}", r.err);
+    assert!(
+        full.starts_with(&r.out) && r.out.len() <= 312 * 3,
+        "{} bytes out",
+        r.out.len()
+    );
+    let r = run(&["-d"], &framed.out);
+    assert_eq!(
+        r.code, 0,
+        "without --zfs only the framing is checked: {}",
+        r.err
+    );
+
+    let ok = run(&[], &full);
+    let r = run(&["-t", "--zfs"], &ok.out);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(String::from_utf8_lossy(&r.out).contains("complete"));
+}
