@@ -23,7 +23,7 @@ pub use config::{with_pv_short_flags, MeterArgs, MeterConfig, ProgressMode};
 pub use meter::ProgressTarget;
 pub use passthrough::{run_passthrough, run_passthrough_to};
 pub use report::Stats;
-pub use stage::{MeterHandle, MeterStage};
+pub use stage::{BufferSink, MeterHandle, MeterStage};
 
 use clap::{CommandFactory, FromArgMatches};
 use zpipe_core::Exit;

@@ -542,6 +542,7 @@ pub(crate) struct Hooks<'a> {
     bucket: TokenBucket,
     cancel: Cancel,
     noted: bool,
+    counting: bool,
 }
 
 impl<'a> Hooks<'a> {
@@ -551,6 +552,16 @@ impl<'a> Hooks<'a> {
             bucket: TokenBucket::new(),
             cancel: cancel.clone(),
             noted: false,
+            counting: true,
+        }
+    }
+
+    /// Hooks that neither pace nor count (someone upstream already does),
+    /// only watch stalls.
+    pub(crate) fn watch_only(shared: &'a Shared, cancel: &Cancel) -> Self {
+        Hooks {
+            counting: false,
+            ..Hooks::new(shared, cancel)
         }
     }
 }
@@ -567,14 +578,21 @@ impl Idle for Hooks<'_> {
 
 impl CopyHooks for Hooks<'_> {
     fn grant(&mut self, want: usize) -> anyhow::Result<usize> {
+        if !self.counting {
+            return Ok(want);
+        }
         let rate = self.shared.limit();
         self.bucket.grant(want, rate, &self.cancel)
     }
 
     fn moved(&mut self, n: usize) {
-        self.bucket.take(n);
         self.noted = false;
-        self.shared.moved(n);
+        if self.counting {
+            self.bucket.take(n);
+            self.shared.moved(n);
+        } else {
+            self.shared.touch();
+        }
     }
 }
 

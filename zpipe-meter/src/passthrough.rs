@@ -118,7 +118,7 @@ fn buffered(
                 local.fail(e);
             }
         });
-        if let Err(e) = write_side(shared, output, rx, blocks, &eof, cancel, &local) {
+        if let Err(e) = write_side(shared, output, rx, blocks, &eof, cancel, &local, true) {
             local.fail(e);
         }
         let _ = reader.join();
@@ -193,13 +193,13 @@ fn read_side(
     }
 }
 
-struct WatchBoth<'a> {
-    outer: &'a Cancel,
-    local: &'a Cancel,
+pub(crate) struct WatchBoth<'a> {
+    pub(crate) outer: &'a Cancel,
+    pub(crate) local: &'a Cancel,
 }
 
 impl WatchBoth<'_> {
-    fn check(&self) -> Result<(), Cancelled> {
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
         either(self.outer, self.local)
     }
 }
@@ -214,7 +214,7 @@ impl fdio::Idle for WatchIdle<'_, '_> {
     }
 }
 
-fn send(tx: &Sender<Block>, block: Block, watch: &WatchBoth<'_>) -> anyhow::Result<()> {
+pub(crate) fn send(tx: &Sender<Block>, block: Block, watch: &WatchBoth<'_>) -> anyhow::Result<()> {
     let mut b = block;
     loop {
         match tx.send_timeout(b, POLL_INTERVAL) {
@@ -228,7 +228,8 @@ fn send(tx: &Sender<Block>, block: Block, watch: &WatchBoth<'_>) -> anyhow::Resu
     }
 }
 
-fn write_side(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_side(
     shared: &Shared,
     output: BorrowedFd<'_>,
     rx: Receiver<Block>,
@@ -236,12 +237,17 @@ fn write_side(
     eof: &AtomicBool,
     outer: &Cancel,
     local: &Cancel,
+    counting: bool,
 ) -> anyhow::Result<()> {
     let watch = WatchBoth { outer, local };
     let capacity = shared.cfg.buffer.unwrap_or(0);
     let threshold = capacity * u64::from(shared.cfg.fill) / 100;
     let mut waiting = threshold > 0;
-    let mut hooks = Hooks::new(shared, local);
+    let mut hooks = if counting {
+        Hooks::new(shared, local)
+    } else {
+        Hooks::watch_only(shared, local)
+    };
     let mut writer = fdio::Writer::new(output);
     loop {
         if waiting {

@@ -7,19 +7,22 @@
 //! runs on the meter's control thread: when no block moved for
 //! `--stall-timeout` it fails the pipeline's token with a stall error naming
 //! the side (blocked handing a block downstream → "downstream not reading",
-//! otherwise "no input"). `--buffer` is not applied here: a stage cannot
-//! decouple its input from its output; size the pipeline's pool instead
-//! (`MeterConfig::buffer_blocks`).
+//! otherwise "no input"). `--buffer` is not applied by the stage (a stage
+//! thread cannot decouple its input from its output): end the pipeline with
+//! [`MeterHandle::buffer_sink`], a `Sink` with its own writer thread.
 
 use crate::config::MeterConfig;
 use crate::limiter::TokenBucket;
 use crate::meter::{Meter, ProgressTarget, Shared};
+use crate::passthrough::{send, write_side, WatchBoth, FILL_POLL};
 use crate::report::Stats;
-use std::sync::atomic::Ordering::Relaxed;
+use crossbeam_channel::{bounded, Sender};
+use rustix::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use zpipe_core::cancel::Cancel;
-use zpipe_core::pipeline::{Emitter, Stage};
-use zpipe_core::pool::Block;
+use zpipe_core::pipeline::{Emitter, Sink, Stage};
+use zpipe_core::pool::{Block, BlockPool};
 
 /// The meter as a pipeline stage.
 pub struct MeterStage {
@@ -111,5 +114,143 @@ impl MeterHandle {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Meter> {
         self.meter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A pipeline `Sink` that writes to a descriptor through the meter's
+/// `--buffer`: blocks are copied into the meter's own pool (bounded by
+/// `--buffer`) and a writer thread drains them with the `--fill`
+/// watermark, so a bursty consumer (ssh, `zfs recv`) does not stall the
+/// pipeline. Use it after a [`MeterStage`] of the same handle: the stage
+/// counts and limits, this sink shows the fill level and watches the
+/// output for stalls.
+pub struct BufferSink {
+    shared: Arc<Shared>,
+    pool: BlockPool,
+    tx: Option<Sender<Block>>,
+    eof: Arc<AtomicBool>,
+    local: Cancel,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for BufferSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferSink").finish_non_exhaustive()
+    }
+}
+
+impl MeterHandle {
+    /// A [`BufferSink`] writing to `output`, when `--buffer` was given.
+    pub fn buffer_sink(&self, output: OwnedFd) -> anyhow::Result<Option<BufferSink>> {
+        let shared = self.lock().shared.clone();
+        let Some(blocks) = shared.cfg.buffer_blocks() else {
+            return Ok(None);
+        };
+        zpipe_core::fdio::grow_pipe(output.as_fd(), shared.cfg.pipe_size);
+        let pool = BlockPool::new(shared.cfg.block_size, blocks);
+        let (tx, rx) = bounded::<Block>(blocks);
+        let eof = Arc::new(AtomicBool::new(false));
+        let local = Cancel::new();
+        let writer = {
+            let (shared, eof, local) = (shared.clone(), eof.clone(), local.clone());
+            std::thread::Builder::new()
+                .name("meter-buffer".into())
+                .spawn(move || {
+                    let res = write_side(
+                        &shared,
+                        output.as_fd(),
+                        rx,
+                        blocks,
+                        &eof,
+                        &local,
+                        &local,
+                        false,
+                    );
+                    if let Err(e) = res {
+                        local.fail(e);
+                    }
+                })?
+        };
+        Ok(Some(BufferSink {
+            shared,
+            pool,
+            tx: Some(tx),
+            eof,
+            local,
+            writer: Some(writer),
+        }))
+    }
+}
+
+impl BufferSink {
+    fn writer_error(&self) -> anyhow::Error {
+        self.local
+            .take_error()
+            .unwrap_or_else(|| zpipe_core::cancel::Cancelled.into())
+    }
+
+    fn close(&mut self) {
+        self.eof.store(true, Relaxed);
+        self.tx = None;
+    }
+}
+
+impl Sink for BufferSink {
+    fn write_block(&mut self, block: Block, cancel: &Cancel) -> anyhow::Result<()> {
+        if self.local.is_cancelled() {
+            return Err(self.writer_error());
+        }
+        let watch = WatchBoth {
+            outer: cancel,
+            local: &self.local,
+        };
+        let mut copy = loop {
+            if let Some(b) = self.pool.try_get() {
+                break b;
+            }
+            watch.check().map_err(|_| self.writer_error_or(cancel))?;
+            std::thread::sleep(FILL_POLL);
+        };
+        copy.vec_mut().extend_from_slice(block.data());
+        drop(block);
+        self.shared.fill_add(copy.len() as u64);
+        let Some(tx) = &self.tx else {
+            return Err(zpipe_core::cancel::Cancelled.into());
+        };
+        send(tx, copy, &watch).map_err(|_| self.writer_error_or(cancel))
+    }
+
+    fn finish(&mut self, _cancel: &Cancel) -> anyhow::Result<()> {
+        self.close();
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
+        match self.local.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BufferSink {
+    fn writer_error_or(&self, cancel: &Cancel) -> anyhow::Error {
+        if cancel.is_cancelled() && !self.local.is_cancelled() {
+            zpipe_core::cancel::Cancelled.into()
+        } else {
+            self.writer_error()
+        }
+    }
+}
+
+impl Drop for BufferSink {
+    fn drop(&mut self) {
+        // Not finished: the pipeline failed; stop the writer, do not drain.
+        if self.writer.is_some() {
+            self.local.cancel();
+            self.close();
+            if let Some(t) = self.writer.take() {
+                let _ = t.join();
+            }
+        }
     }
 }

@@ -230,3 +230,67 @@ fn passthrough_to_a_writer_logs_and_counts() {
         log.text()
     );
 }
+
+#[test]
+fn buffer_sink_passes_bytes_and_reports_fill() {
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (out_r, out_w) = rustix::pipe::pipe().unwrap();
+    let drain = std::thread::spawn(move || {
+        // A bursty consumer: pause, then read everything.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(out_r), &mut v).unwrap();
+        v
+    });
+    let cancel = Cancel::new();
+    let cfg = MeterConfig {
+        buffer: Some(4 << 20),
+        fill: 50,
+        progress: ProgressMode::Quiet,
+        signals: false,
+        ..MeterConfig::default()
+    };
+    let (stage, handle) = MeterStage::new(cfg, ProgressTarget::Stderr, &cancel).unwrap();
+    let sink = handle.buffer_sink(out_w).unwrap().expect("--buffer given");
+    let res = pipeline::run(
+        &PipelineConfig::default(),
+        Box::new(FdSource::new(feed(data.clone()))),
+        vec![Box::new(stage)],
+        Box::new(sink),
+        &cancel,
+    );
+    assert!(res.is_ok(), "{res:?}");
+    let stats = handle.finish(Ok(())).unwrap();
+    assert_eq!(drain.join().unwrap(), data);
+    assert_eq!(stats.bytes, data.len() as u64);
+    assert!(stats.peak_fill >= 2 << 20, "{stats:?}");
+    assert!(stats.peak_fill <= 4 << 20, "{stats:?}");
+}
+
+#[test]
+fn buffer_sink_reports_a_closed_output() {
+    let (out_r, out_w) = rustix::pipe::pipe().unwrap();
+    drop(out_r);
+    let cancel = Cancel::new();
+    let cfg = MeterConfig {
+        buffer: Some(2 << 20),
+        progress: ProgressMode::Quiet,
+        signals: false,
+        ..MeterConfig::default()
+    };
+    let (stage, _handle) = MeterStage::new(cfg, ProgressTarget::Stderr, &cancel).unwrap();
+    let sink = handle_sink(&_handle, out_w);
+    let err = pipeline::run(
+        &PipelineConfig::default(),
+        Box::new(FdSource::new(feed(vec![1u8; 8 << 20]))),
+        vec![Box::new(stage)],
+        Box::new(sink),
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(zpipe_core::exit::is_broken_pipe(&err), "{err:#}");
+}
+
+fn handle_sink(h: &zpipe_meter::MeterHandle, fd: rustix::fd::OwnedFd) -> zpipe_meter::BufferSink {
+    h.buffer_sink(fd).unwrap().unwrap()
+}
