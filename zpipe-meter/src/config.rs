@@ -30,8 +30,9 @@ pub const MIN_BUFFER_BLOCKS: usize = 2;
 /// The shared meter flags, long names only (see the module comment).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MeterArgs {
-    /// Expected total size (e.g. 12G), for percentage and ETA; 0 = unknown.
-    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    /// Expected total size (e.g. 12G), for percentage and ETA. 0, an empty
+    /// value or a number above 2^60 (a broken estimate) mean unknown.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     pub size: Option<u64>,
 
     /// Read the expected size from a file: a plain number, or `zfs send
@@ -208,6 +209,22 @@ pub fn read_limit_file(path: &Path) -> anyhow::Result<Schedule> {
         .map_err(|e| zpipe_core::exit::usage(format!("--limit-file {}: {e}", path.display())))
 }
 
+/// Parses `--size`: a size, where an empty value or a plain number above
+/// 2^60 (an overflowed `zfs send -nvP` estimate passed on by a script) is
+/// "unknown" (0) rather than an error.
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(0);
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = t.parse::<u128>() {
+            return Ok(u64::try_from(n).ok().and_then(sane_size).unwrap_or(0));
+        }
+    }
+    parse::size(t)
+}
+
 /// A size estimate as the meter uses it: 0 and absurd values are unknown.
 pub fn sane_size(n: u64) -> Option<u64> {
     (n != 0 && n <= ABSURD_SIZE).then_some(n)
@@ -322,6 +339,16 @@ mod tests {
         assert!(a.quiet);
         assert_eq!(a.size, Some(5 << 10));
         assert_eq!(a.buffer, Some(4 << 20));
+    }
+
+    #[test]
+    fn size_flag_takes_broken_estimates_as_unknown() {
+        assert_eq!(size_arg("18446744073709551615"), Ok(0));
+        assert_eq!(size_arg("99999999999999999999999999"), Ok(0));
+        assert_eq!(size_arg(""), Ok(0));
+        assert_eq!(size_arg("12G"), Ok(12 << 30));
+        assert!(size_arg("12Q").is_err());
+        assert!(size_arg("-5").is_err());
     }
 
     #[test]

@@ -439,7 +439,12 @@ impl Meter {
                 } else {
                     Exit::Terminated
                 };
-                (e, format!("stopped by signal {sig}"))
+                let name = if e == Exit::Interrupted {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                (e, format!("stopped by {name}"))
             }
             (None, Ok(())) => (Exit::Success, "end of input".to_string()),
             (None, Err(e)) => (zpipe_core::exit::classify(e), zpipe_core::exit::one_line(e)),

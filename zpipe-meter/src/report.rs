@@ -79,10 +79,17 @@ impl Snapshot {
     }
 }
 
-/// `tool[name]` or `tool`.
+/// `tool[name]` or `tool`; whitespace in the name becomes `_` so the log
+/// line still splits on spaces.
 pub fn prefix(tool: &str, name: Option<&str>) -> String {
     match name {
-        Some(n) => format!("{tool}[{n}]"),
+        Some(n) => {
+            let n: String = n
+                .chars()
+                .map(|c| if c.is_whitespace() { '_' } else { c })
+                .collect();
+            format!("{tool}[{n}]")
+        }
         None => tool.to_string(),
     }
 }
@@ -282,6 +289,15 @@ mod tests {
         let s = snap(5000, None);
         assert_eq!(log_fields(&s), "bytes=5000 rate=100 avg=500 elapsed=10.0");
         assert_eq!(numeric_line(&s), "5000");
+    }
+
+    #[test]
+    fn names_with_spaces_keep_the_line_splittable() {
+        assert_eq!(
+            prefix("zpipe-meter", Some("tank/my fs")),
+            "zpipe-meter[tank/my_fs]"
+        );
+        assert_eq!(prefix("zpipe-meter", None), "zpipe-meter");
     }
 
     #[test]

@@ -370,13 +370,18 @@ fn sigusr1_prints_the_status_at_once() {
 
 #[test]
 fn sigterm_stops_with_143() {
-    let mut child = spawn(&["-q"]);
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("s.json");
+    let mut child = spawn(&["-q", "--json", j.to_str().unwrap()]);
     let _stdin = child.stdin.take();
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "-TERM");
     let start = Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
+    let v = json(&j);
+    assert_eq!(v["exit"], "terminated");
+    assert_eq!(v["exit_code"], 143);
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
@@ -440,6 +445,7 @@ fn absurd_zero_and_missing_sizes_show_no_eta() {
     let est = dir.path().join("est");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["-s".into(), "0".into()], ""),
+        (vec!["-s".into(), "18446744073709551615".into()], ""),
         (
             vec!["--size-file".into(), est.display().to_string()],
             "full\tp/fs@s\t18446744073709551615\nsize\t18446744073709551615\n",
