@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod splice;
 
+pub use cancel::Cancel;
 pub use exit::{Exit, Failure};
 
 /// Default size of one pooled block: 1 MiB, the unit every stage moves.

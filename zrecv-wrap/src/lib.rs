@@ -1,17 +1,14 @@
-//! zrecv-wrap: Runs zfs recv with in-process decoding and resume tokens.
+//! zrecv-wrap: reads a stream made by zsend-wrap (or any zstd or bare ZFS
+//! send stream), decodes and verifies it in-process, and feeds `zfs recv`.
+//!
+//! Data path: stdin → [decompress] → [verify-decode] → meter → `zfs recv -s`.
+//! No byte reaches `zfs recv` before the frame holding it was verified. After
+//! a successful receive the received snapshot must exist with the guid the
+//! stream announced; an interrupted receive prints its resume token and the
+//! command that resumes it.
 
+pub mod recv;
+pub mod sniff;
 pub mod token;
 
-use zpipe_core::Exit;
-
-/// The command-line interface of `zrecv-wrap`.
-pub fn command() -> clap::Command {
-    clap::Command::new("zrecv-wrap")
-        .about("Runs zfs recv with in-process decoding and resume tokens")
-        .version(env!("CARGO_PKG_VERSION"))
-}
-
-/// Runs `zrecv-wrap` with parsed arguments.
-pub fn run(_matches: clap::ArgMatches) -> anyhow::Result<Exit> {
-    Err(zpipe_core::exit::usage("not built yet"))
-}
+pub use recv::{command, run, Args};

@@ -1,18 +1,15 @@
-//! zsend-wrap: runs `zfs send` and composes the zpipe filters in-process.
+//! zsend-wrap: runs `zfs send` and writes a verified, optionally compressed
+//! and metered stream to stdout or, with `--to`, to `zrecv-wrap` on another
+//! host over ssh.
+//!
+//! Data path, all in this process:
+//! `zfs send` → verify-encode → meter → [compress] → stdout | ssh.
+//! When `zfs send` fails the stream ends with an ABORT trailer carrying its
+//! error text and we exit 4; when the downstream breaks we exit 3 and stop
+//! the `zfs` child.
 
 pub mod remote;
+pub mod send;
 pub mod zfs;
 
-use zpipe_core::Exit;
-
-/// The command-line interface of `zsend-wrap`.
-pub fn command() -> clap::Command {
-    clap::Command::new("zsend-wrap")
-        .about("Runs zfs send and composes the zpipe filters in-process")
-        .version(env!("CARGO_PKG_VERSION"))
-}
-
-/// Runs `zsend-wrap` with parsed arguments.
-pub fn run(_matches: clap::ArgMatches) -> anyhow::Result<Exit> {
-    Err(zpipe_core::exit::usage("not built yet"))
-}
+pub use send::{command, run, Args};
