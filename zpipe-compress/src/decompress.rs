@@ -99,6 +99,8 @@ pub struct DecompressStage {
     offset: u64,
     /// Frames (of any kind) completely read so far.
     frames: u64,
+    /// Where the latest frame (of any kind) started.
+    prev_start: u64,
     dctx: DCtx<'static>,
     stream_out: Option<Block>,
     free: Vec<Vec<u8>>,
@@ -123,6 +125,7 @@ impl DecompressStage {
             hdr: Vec::with_capacity(MAX_FRAME_HEADER_LEN),
             offset: 0,
             frames: 0,
+            prev_start: 0,
             dctx,
             stream_out: None,
             free: Vec::new(),
@@ -180,6 +183,7 @@ impl DecompressStage {
             self.hdr.extend_from_slice(&data[..n]);
             return Ok(n);
         }
+        self.prev_start = start;
         let magic = format::read_u32(&self.hdr, 0).unwrap_or(0);
         if format::is_skippable_magic(magic) {
             let len = format::read_u32(&self.hdr, 4).unwrap_or(0);
@@ -255,8 +259,8 @@ impl DecompressStage {
             usage("input is not zstd data (no zstd frame magic at byte 0)")
         } else {
             integrity(format!(
-                "bad frame at byte offset {start}: not a zstd frame (corrupt data or trailing garbage after {} frames)",
-                self.frames
+                "bad frame at byte offset {start}: not a zstd frame (corrupt data, or trailing garbage after the frame at byte offset {})",
+                self.prev_start
             ))
         }
     }
@@ -369,29 +373,28 @@ impl DecompressStage {
         let mut bound = 0u64;
         while at < buf.len() {
             let here = start + at as u64;
-            match format::walk_frame(&buf[at..]) {
+            let why = match format::walk_frame(&buf[at..]) {
                 Ok(e) => {
                     if let Some(h) = e.header {
                         self.check_window(here, &h)?;
                     }
                     bound += e.decoded_bound;
                     at += e.len;
+                    continue;
                 }
-                Err(FormatError::Incomplete(_)) => {
-                    self.drain(out)?;
-                    return Err(corrupt(
-                        here,
-                        &format!(
-                            "the frame runs past the {} bytes its size frame announced",
-                            buf.len()
-                        ),
-                    ));
-                }
-                Err(FormatError::Invalid(_, why)) => {
-                    self.drain(out)?;
-                    return Err(corrupt(here, &why));
-                }
-            }
+                Err(FormatError::Incomplete(_)) => format!(
+                    "the frame runs past the {} bytes its size frame announced",
+                    buf.len()
+                ),
+                Err(FormatError::Invalid(_, why)) => why,
+            };
+            self.drain(out)?;
+            let at_msg = if here == start {
+                String::new()
+            } else {
+                format!(" (at byte offset {here})")
+            };
+            return Err(corrupt(start, &format!("{why}{at_msg}")));
         }
         let cost = buf.len() as u64 + bound;
         if cost > self.cfg.memory_limit {
@@ -490,7 +493,7 @@ impl Stage for DecompressStage {
             }
             State::Boundary => {
                 let start = self.offset - self.hdr.len() as u64;
-                if start == 0 && !format::looks_like_zstd(&self.hdr) {
+                if start == 0 && !format::could_be_zstd(&self.hdr) {
                     return Err(self.not_zstd(0));
                 }
                 Err(truncated(start, self.offset))

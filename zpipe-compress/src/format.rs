@@ -52,6 +52,16 @@ pub fn looks_like_zstd(prefix: &[u8]) -> bool {
     }
 }
 
+/// True when `prefix` (of any length) could be the start of a zstd stream:
+/// a full or partial frame or skippable-frame magic.
+pub fn could_be_zstd(prefix: &[u8]) -> bool {
+    let n = prefix.len().min(MAGIC_LEN);
+    let zstd = ZSTD_MAGIC.to_le_bytes();
+    let skip = SKIPPABLE_MAGIC_MIN.to_le_bytes();
+    !prefix.is_empty()
+        && (prefix[..n] == zstd[..n] || (prefix[0] & 0xF0 == skip[0] && prefix[1..n] == skip[1..n]))
+}
+
 /// True for any of the sixteen skippable-frame magics.
 pub fn is_skippable_magic(magic: u32) -> bool {
     magic & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC_MIN
@@ -369,6 +379,10 @@ mod tests {
         assert!(looks_like_zstd(&0x184D_2A5Fu32.to_le_bytes()));
         assert!(!looks_like_zstd(b"\x1f\x8b\x08\x00"));
         assert!(!looks_like_zstd(b"\x28\xb5"));
+        assert!(could_be_zstd(b"\x28\xb5"));
+        assert!(could_be_zstd(b"\x5e\x2a\x4d"));
+        assert!(!could_be_zstd(b"\x28\xb6"));
+        assert!(!could_be_zstd(b""));
     }
 
     #[test]

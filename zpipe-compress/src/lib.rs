@@ -9,6 +9,7 @@
 //! - [`format`]: magics, size frames, header parsing, raw frames.
 //! - [`adapt`]: the `--adapt` level controller.
 //! - [`xxh64`]: the content checksum of zstd frames.
+//! - [`mem`]: in-memory runs of the stages (tests, fuzzing).
 //! - this file: the command line ([`command`], [`run`], [`CompressArgs`]).
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod adapt;
 pub mod compress;
 pub mod decompress;
 pub mod format;
+pub mod mem;
 pub mod xxh64;
 
 pub use adapt::AdaptRange;
