@@ -33,6 +33,8 @@ pub const SCHEDULE_CHECK: Duration = Duration::from_secs(1);
 pub const RATE_WINDOW: Duration = Duration::from_secs(3);
 /// The span peak rates are measured over.
 pub const PEAK_WINDOW: Duration = Duration::from_secs(1);
+/// Terminal width assumed when the terminal does not say.
+pub const DEFAULT_COLUMNS: usize = 80;
 /// A wait on input or output this long counts as one stall in the stats.
 pub const STALL_NOTE: Duration = Duration::from_secs(1);
 
@@ -57,10 +59,7 @@ enum Display {
     Hidden,
     Log,
     Numeric,
-    Tty {
-        bar: indicatif::ProgressBar,
-        with_bar: Option<bool>,
-    },
+    Tty { bar: indicatif::ProgressBar },
 }
 
 struct Output {
@@ -260,27 +259,14 @@ impl Shared {
                 let line = report::numeric_line(&snap);
                 out.line(&line);
             }
-            Display::Tty { bar, with_bar } => {
-                let want_bar = snap.size.is_some() && snap.over().is_none();
-                if *with_bar != Some(want_bar) {
-                    let template = if want_bar {
-                        "{msg} [{bar:25}] {prefix}"
-                    } else {
-                        "{msg}"
-                    };
-                    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                        bar.set_style(style.progress_chars("=> "));
-                    }
-                    *with_bar = Some(want_bar);
-                }
-                if let Some(size) = snap.size {
-                    bar.set_length(size);
-                    bar.set_position(snap.bytes.min(size));
-                    bar.set_prefix(report::tty_right(&snap));
-                } else {
-                    bar.set_position(snap.bytes);
-                }
-                bar.set_message(report::tty_left(self.cfg.name.as_deref(), &snap));
+            Display::Tty { bar } => {
+                // One setter per tick, so every draw shows one whole line.
+                let width = rustix::termios::tcgetwinsize(std::io::stderr())
+                    .map(|w| usize::from(w.ws_col))
+                    .ok()
+                    .filter(|&w| w > 0)
+                    .unwrap_or(DEFAULT_COLUMNS);
+                bar.set_message(report::tty_line(self.cfg.name.as_deref(), &snap, width));
             }
         }
     }
@@ -356,13 +342,16 @@ impl Meter {
         let display = match cfg.progress {
             ProgressMode::Quiet => Display::Hidden,
             ProgressMode::Numeric => Display::Numeric,
-            ProgressMode::Auto if is_tty => Display::Tty {
-                bar: indicatif::ProgressBar::with_draw_target(
+            ProgressMode::Auto if is_tty => {
+                let bar = indicatif::ProgressBar::with_draw_target(
                     None,
                     indicatif::ProgressDrawTarget::stderr(),
-                ),
-                with_bar: None,
-            },
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template("{wide_msg}") {
+                    bar.set_style(style);
+                }
+                Display::Tty { bar }
+            }
             ProgressMode::Auto => Display::Log,
         };
         let interval = cfg.interval.unwrap_or(match &display {

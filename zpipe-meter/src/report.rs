@@ -138,7 +138,7 @@ pub fn numeric_line(s: &Snapshot) -> String {
     }
 }
 
-/// Compact human size for the terminal line (`1.5 GiB`).
+/// Compact human size for the terminal line (`1.5GiB`).
 pub fn short_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -148,9 +148,9 @@ pub fn short_bytes(n: u64) -> String {
         i += 1;
     }
     if i == 0 {
-        format!("{n} B")
+        format!("{n}B")
     } else {
-        format!("{v:.1} {}", UNITS[i])
+        format!("{v:.1}{}", UNITS[i])
     }
 }
 
@@ -172,18 +172,46 @@ pub fn tty_left(name: Option<&str>, s: &Snapshot) -> String {
         out.push_str(&format!(" buf {fill}%"));
     }
     if let Some(over) = s.over() {
-        out.push_str(&format!(" past expected size (+{})", short_bytes(over)));
+        out.push_str(&format!(" past size +{}", short_bytes(over)));
     }
     out
 }
 
-/// Right part of the terminal line with a known size: percentage and ETA.
-pub fn tty_right(s: &Snapshot) -> String {
-    let pct = s.pct().unwrap_or(0);
-    match s.eta() {
-        Some(eta) => format!("{pct:>3}% ETA {}", human_duration(Duration::from_secs(eta))),
-        None => format!("{pct:>3}%"),
+/// Narrowest bar worth drawing, inside the brackets.
+pub const MIN_BAR: usize = 6;
+/// Widest bar drawn.
+pub const MAX_BAR: usize = 40;
+
+/// The terminal line for a terminal `width` columns wide: [`tty_left`],
+/// then with a known size (and not past it) the percentage and ETA, with a
+/// bar between them when it fits.
+pub fn tty_line(name: Option<&str>, s: &Snapshot, width: usize) -> String {
+    let mut line = tty_left(name, s);
+    if let (Some(pct), None) = (s.pct(), s.over()) {
+        let mut right = format!("{pct:>3}%");
+        if let Some(eta) = s.eta() {
+            right.push_str(&format!(
+                " ETA {}",
+                human_duration(Duration::from_secs(eta))
+            ));
+        }
+        // One column spare: writing the last column makes some terminals wrap.
+        let room = width.saturating_sub(line.len() + right.len() + 5);
+        let bar_width = room.min(MAX_BAR);
+        if bar_width >= MIN_BAR {
+            let size = s.size.unwrap_or(1).max(1);
+            let filled = ((s.bytes.min(size) as u128 * bar_width as u128) / size as u128) as usize;
+            let mut bar = "=".repeat(filled);
+            if filled < bar_width {
+                bar.push('>');
+                bar.push_str(&" ".repeat(bar_width - filled - 1));
+            }
+            line.push_str(&format!(" [{bar}]"));
+        }
+        line.push(' ');
+        line.push_str(&right);
     }
+    line
 }
 
 /// Final statistics of one run (also the `--json` document).
@@ -281,7 +309,24 @@ mod tests {
         assert_eq!(s.pct(), Some(100));
         assert_eq!(s.eta(), None);
         assert!(log_fields(&s).ends_with("size=4000 pct=100 over=1000"));
-        assert!(tty_left(None, &s).contains("past expected size"));
+        assert!(tty_left(None, &s).contains("past size +1000B"));
+        assert!(!tty_line(None, &s, 80).contains('%'));
+    }
+
+    #[test]
+    fn terminal_line_has_bar_percent_and_eta() {
+        let line = tty_line(Some("fs"), &snap(1000, Some(4000)), 80);
+        assert!(line.starts_with("fs: "), "{line}");
+        assert!(line.contains("[======>"), "{line}");
+        assert!(line.contains("]  25% ETA 0:00:30"), "{line}");
+        assert!(line.len() < 80, "{line}");
+        let narrow = tty_line(Some("fs"), &snap(1000, Some(4000)), 40);
+        assert!(
+            !narrow.contains('[') && narrow.ends_with(" 25% ETA 0:00:30"),
+            "{narrow}"
+        );
+        let none = tty_line(None, &snap(1000, None), 80);
+        assert!(!none.contains('[') && !none.contains("ETA"), "{none}");
     }
 
     #[test]
