@@ -55,12 +55,26 @@ impl TokenBucket {
     /// (0 = unlimited) and returns how many (≥ 1, ≤ `want`, ≤ one burst).
     /// Call [`TokenBucket::take`] with what actually moved.
     pub fn grant(&mut self, want: usize, rate: u64, cancel: &Cancel) -> anyhow::Result<usize> {
+        loop {
+            match self.try_grant(want, rate, Instant::now()) {
+                Ok(n) => return Ok(n),
+                Err(wait) => {
+                    cancel.check()?;
+                    std::thread::sleep(wait.min(REFILL_STEP));
+                }
+            }
+        }
+    }
+
+    /// The grant decision at time `now`: how many bytes may move, or how
+    /// long to wait until they may.
+    pub fn try_grant(&mut self, want: usize, rate: u64, now: Instant) -> Result<usize, Duration> {
         let want = want.max(1);
         if rate == 0 {
             self.rate = 0;
+            self.last = now;
             return Ok(want);
         }
-        let now = Instant::now();
         if rate != self.rate {
             // Tokens gathered under the old rate stay, capped to the new burst.
             self.refill(now);
@@ -68,14 +82,11 @@ impl TokenBucket {
             self.tokens = self.tokens.min(Self::capacity(rate));
         }
         let chunk = (want as f64).min(Self::capacity(rate).floor()).max(1.0);
-        loop {
-            self.refill(Instant::now());
-            if self.tokens >= chunk {
-                return Ok(chunk as usize);
-            }
-            cancel.check()?;
-            let need = Duration::from_secs_f64((chunk - self.tokens) / rate as f64);
-            std::thread::sleep(need.min(REFILL_STEP));
+        self.refill(now);
+        if self.tokens >= chunk {
+            Ok(chunk as usize)
+        } else {
+            Err(Duration::from_secs_f64((chunk - self.tokens) / rate as f64))
         }
     }
 
@@ -122,6 +133,72 @@ mod tests {
             (got / rate as f64 - 1.0).abs() < 0.1,
             "rate {got} over {secs}s"
         );
+    }
+
+    /// Drives the bucket on a virtual clock: a steady stream that always
+    /// wants a full block, sleeps that overshoot by up to 2 ms, and moves
+    /// sometimes less than granted (a short splice).
+    fn simulate(rate: u64, secs: u64) -> Vec<(Duration, u64)> {
+        let start = Instant::now();
+        let mut now = start;
+        let mut b = TokenBucket::new();
+        let mut total = 0u64;
+        let mut log = vec![(Duration::ZERO, 0)];
+        let mut i = 0u64;
+        while now.duration_since(start) < Duration::from_secs(secs) {
+            i += 1;
+            match b.try_grant(1 << 20, rate, now) {
+                Ok(g) => {
+                    let moved = if i % 7 == 0 { g.div_ceil(2) } else { g };
+                    b.take(moved);
+                    total += moved as u64;
+                    log.push((now.duration_since(start), total));
+                    now += Duration::from_micros(50);
+                }
+                Err(wait) => {
+                    now += wait.min(REFILL_STEP) + Duration::from_micros(i % 2000);
+                }
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn any_ten_second_window_is_within_two_percent() {
+        for rate in [100_000u64, 5 << 20, 100 << 20, 1 << 30] {
+            let log = simulate(rate, 40);
+            let window = Duration::from_secs(10);
+            let want = rate as f64 * window.as_secs_f64();
+            let mut j = 0;
+            for i in 0..log.len() {
+                let (t0, b0) = log[i];
+                if t0 + window > log.last().unwrap().0 {
+                    break;
+                }
+                while j < log.len() && log[j].0 <= t0 + window {
+                    j += 1;
+                }
+                let got = (log[j - 1].1 - b0) as f64;
+                assert!(
+                    (got / want - 1.0).abs() <= 0.02,
+                    "rate {rate}: {got} bytes in the 10 s from {t0:?}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn burst_after_idle_is_at_most_100ms_of_data() {
+        let rate = 10 << 20;
+        let mut b = TokenBucket::new();
+        let t0 = Instant::now();
+        assert!(b.try_grant(1 << 30, rate, t0).is_err(), "starts empty");
+        // After a long idle spell the bucket holds one burst, no more.
+        let later = t0 + Duration::from_secs(60);
+        let g = b.try_grant(1 << 30, rate, later).unwrap();
+        assert_eq!(g as u64, rate / 10);
+        b.take(g);
+        assert!(b.try_grant(1, rate, later).is_err());
     }
 
     #[test]
