@@ -224,6 +224,7 @@ fn netns_link_is_shaped_to_the_configured_rate() {
     assert!(netns::list().contains(&a) && netns::list().contains(&b));
     let rate = ns.transfer_rate(BYTES).unwrap();
     let ratio = rate / RATE_BYTES_PER_SEC;
+    eprintln!("shaped link: {rate:.0} B/s = {ratio:.2} × configured");
     assert!(
         (0.5..=1.3).contains(&ratio),
         "shaped link ran at {rate:.0} B/s, {ratio:.2} × the configured rate"
