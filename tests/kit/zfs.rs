@@ -236,7 +236,8 @@ pub fn sweep_stale_pools() -> Vec<String> {
             continue;
         };
         let files = pool_files(&name);
-        let files_gone = files.is_empty() || files.iter().any(|f| !f.exists());
+        // No file listed means `zpool status` could not tell: not evidence.
+        let files_gone = !files.is_empty() && files.iter().any(|f| !f.exists());
         let owner_gone = pid != me && !crate::pid_alive(pid);
         if files_gone || owner_gone {
             match destroy_pool_locked(&name) {
