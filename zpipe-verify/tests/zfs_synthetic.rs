@@ -578,3 +578,28 @@ fn nonzero_final_end_is_corrupt() {
     let e = check(&data, 4096).unwrap_err();
     assert!(e.message.contains("not all zeros"), "{e}");
 }
+
+/// Writes the synthetic streams into the fuzz corpus
+/// (`cargo test -p zpipe-verify --test zfs_synthetic -- --ignored`).
+#[test]
+#[ignore = "regenerates fuzz/corpus/zfs_check; run by hand"]
+fn regenerate_fuzz_corpus() {
+    let dir = format!("{}/fuzz/corpus/zfs_check", env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let streams = [
+        (
+            "synth_compressed_le",
+            compressed_stream(ByteOrder::Little, true),
+        ),
+        (
+            "synth_compressed_be_nocksum",
+            compressed_stream(ByteOrder::Big, false),
+        ),
+        ("synth_raw_le", raw_stream(ByteOrder::Little, true)),
+        ("synth_compound_be", compound_stream(ByteOrder::Big)),
+    ];
+    for (name, data) in streams {
+        check(&data, 4096).unwrap();
+        std::fs::write(format!("{dir}/{name}"), data).unwrap();
+    }
+}

@@ -1,5 +1,5 @@
 //! The ZFS send stream side of zpipe-verify: the record layout
-//! ([`format`]), the cheap [`Follower`] that the framing encoder runs to
+//! ([`format`](mod@format)), the cheap [`Follower`] that the framing encoder runs to
 //! tell a complete stream from a cut one, and the strict [`Checker`] behind
 //! `zpipe-verify --zfs`.
 
