@@ -39,6 +39,8 @@ pub const POOL_FILE_SIZE: u64 = 256 << 20;
 pub const LOCK_PATH: &str = "/tmp/zpipe-tests-zfs.lock";
 /// Log of a zfs-fuse daemon started by the kit.
 pub const DAEMON_LOG: &str = "/tmp/zpipe-tests-zfs-fuse.log";
+/// Parent of zfs-fuse's lock file (`/run/lock/zfs/zfs_lock`).
+const LOCK_DIR: &str = "/run/lock";
 /// How long to wait for a started daemon to answer `zpool list`.
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to keep retrying `zpool destroy` while the pool is busy.
@@ -152,6 +154,8 @@ fn start_daemon() -> anyhow::Result<()> {
     let _lock = MachineLock::take()?;
     if !daemon_process_running() {
         use std::os::unix::process::CommandExt;
+        // zfs-fuse exits at once, silently, without its lock directory.
+        std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
         let log = File::create(DAEMON_LOG).with_context(|| format!("creating {DAEMON_LOG}"))?;
         let mut child = Command::new(program("zfs-fuse"))
             .arg("--no-daemon")
