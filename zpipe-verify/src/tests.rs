@@ -491,6 +491,53 @@ fn decode_stage_rejects_damage() {
     assert_eq!(out, prefix(&input, fs, 3));
 }
 
+#[test]
+fn stage_writes_abort_for_an_incomplete_zfs_stream() {
+    let begin = lone_drr_begin();
+    let (enc, h) = EncodeStage::new(cfg(100, 2));
+    let (framed, r) = run_stages(begin.clone(), vec![50], vec![Box::new(enc)]);
+    r.unwrap();
+    assert!(
+        matches!(h.outcome(), Some(EncodeOutcome::Aborted(m)) if m.contains("incomplete")),
+        "{:?}",
+        h.outcome()
+    );
+    let (out, r) = decode(&framed, 1);
+    expect_integrity(r, &["sender aborted", "incomplete"]);
+    assert_eq!(out, begin);
+}
+
+#[test]
+fn encode_and_decode_stages_chain_with_tiny_pools() {
+    // Many small frames through the smallest pipeline: nothing deadlocks
+    // and the stages' own pools stay bounded.
+    let input = data(300_000, 8);
+    let c = cfg(1024, 3);
+    let (enc, _) = EncodeStage::new(c.clone());
+    let (dec, dh) = DecodeStage::new(c);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let pcfg = PipelineConfig {
+        block_size: 700,
+        blocks: 1,
+        depth: 1,
+    };
+    pipeline::run(
+        &pcfg,
+        Box::new(VecSource {
+            data: input.clone(),
+            at: 0,
+            cuts: vec![700],
+            abort: None,
+        }),
+        vec![Box::new(enc), Box::new(dec)],
+        Box::new(VecSink(got.clone())),
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(*got.lock().unwrap(), input);
+    assert_eq!(dh.bytes(), input.len() as u64);
+}
+
 // ---- properties ------------------------------------------------------
 
 proptest! {
