@@ -520,7 +520,7 @@ fn embedded_payload_larger_than_a_block_pointer_is_corrupt() {
             &[0; 120],
         )
     });
-    assert!(e.message.contains("drr_psize 120"), "{e}");
+    assert!(e.message.contains("drr_psize 120 exceeds"), "{e}");
 }
 
 #[test]

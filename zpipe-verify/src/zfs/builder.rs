@@ -306,8 +306,8 @@ impl<W: Write> StreamBuilder<W> {
         self.u32(off::OBJECT_BONUSTYPE, o.bonustype);
         self.u32(off::OBJECT_BLKSZ, o.blksz);
         self.u32(off::OBJECT_BONUSLEN, o.bonuslen);
-        self.u8(24, o.checksumtype);
-        self.u8(25, o.compress);
+        self.u8(off::OBJECT_CHECKSUMTYPE, o.checksumtype);
+        self.u8(off::OBJECT_COMPRESS, o.compress);
         self.u8(off::OBJECT_DN_SLOTS, o.dn_slots);
         self.u32(off::OBJECT_RAW_BONUSLEN, o.raw_bonuslen);
         self.u64(off::OBJECT_TOGUID, self.toguid);
@@ -327,16 +327,16 @@ impl<W: Write> StreamBuilder<W> {
     pub fn write(&mut self, w: &WriteFields, data: &[u8]) -> io::Result<()> {
         self.start(RecordType::Write);
         self.u64(off::WRITE_OBJECT, w.object);
-        self.u32(8, w.object_type);
+        self.u32(off::WRITE_TYPE, w.object_type);
         self.u64(off::WRITE_OFFSET, w.offset);
         self.u64(off::WRITE_LOGICAL_SIZE, w.logical_size);
         self.u64(off::WRITE_TOGUID, self.toguid);
-        self.u8(40, w.checksumtype);
+        self.u8(off::WRITE_CHECKSUMTYPE, w.checksumtype);
         self.u8(off::WRITE_COMPRESSIONTYPE, w.compression);
         self.u64(off::WRITE_COMPRESSED_SIZE, w.compressed_size);
         if w.crypt_params {
-            // drr_salt[8], drr_iv[12], drr_mac[16] at drr_u offsets 96..132.
-            for i in 96..132 {
+            // drr_salt[8], drr_iv[12], drr_mac[16]: any nonzero pattern.
+            for i in off::WRITE_CRYPT {
                 self.u8(i, (i as u8).wrapping_mul(37) | 1);
             }
         }
@@ -367,9 +367,9 @@ impl<W: Write> StreamBuilder<W> {
         self.u64(off::BYREF_OFFSET, offset);
         self.u64(off::BYREF_LENGTH, length);
         self.u64(off::BYREF_TOGUID, self.toguid);
-        self.u64(32, self.toguid); // drr_refguid
-        self.u64(40, refobject); // drr_refobject
-        self.u64(48, refoffset); // drr_refoffset
+        self.u64(off::BYREF_REFGUID, self.toguid);
+        self.u64(off::BYREF_REFOBJECT, refobject);
+        self.u64(off::BYREF_REFOFFSET, refoffset);
         self.emit(&[], self.record_checksums)
     }
 
@@ -381,7 +381,7 @@ impl<W: Write> StreamBuilder<W> {
         self.u64(off::SPILL_TOGUID, self.toguid);
         self.u8(off::SPILL_COMPRESSIONTYPE, s.compression);
         self.u64(off::SPILL_COMPRESSED_SIZE, s.compressed_size);
-        self.u32(76, s.object_type); // drr_type, after salt/iv/mac
+        self.u32(off::SPILL_TYPE, s.object_type);
         self.emit(data, self.record_checksums)
     }
 
@@ -392,8 +392,8 @@ impl<W: Write> StreamBuilder<W> {
         self.u64(off::EMBEDDED_OFFSET, e.offset);
         self.u64(off::EMBEDDED_LENGTH, e.length);
         self.u64(off::EMBEDDED_TOGUID, self.toguid);
-        self.u8(32, e.compression);
-        self.u8(33, e.etype);
+        self.u8(off::EMBEDDED_COMPRESSION, e.compression);
+        self.u8(off::EMBEDDED_ETYPE, e.etype);
         self.u32(off::EMBEDDED_LSIZE, e.lsize);
         self.u32(off::EMBEDDED_PSIZE, e.psize);
         self.emit(data, self.record_checksums)

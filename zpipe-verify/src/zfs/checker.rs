@@ -59,10 +59,6 @@ const MAX_FUNCTION: u8 = 32;
 const NUM_BP_EMBEDDED_TYPES: u8 = 3;
 /// `DMU_OBJECT_END`: a FREE length meaning "to the end of the object".
 const DMU_OBJECT_END: u64 = u64::MAX;
-/// Byte range of `drr_write.drr_salt`, `drr_iv` and `drr_mac` in `drr_u` (raw sends only).
-const WRITE_CRYPT_PARAMS: std::ops::Range<usize> = 96..132;
-/// Byte range of `drr_spill.drr_salt`, `drr_iv` and `drr_mac` in `drr_u` (raw sends only).
-const SPILL_CRYPT_PARAMS: std::ops::Range<usize> = 40..76;
 /// Bits of `drr_versioninfo` above the header type and feature flags (reserved).
 const VERSIONINFO_RESERVED_SHIFT: u32 = 32;
 /// Bytes of the packed nvlist header checked at the start of a BEGIN payload.
@@ -813,7 +809,7 @@ impl Checker {
                         h.u8(off::OBJECT_DN_SLOTS)
                     )));
                 }
-                let (ck, comp) = (h.u8(24), h.u8(25));
+                let (ck, comp) = (h.u8(off::OBJECT_CHECKSUMTYPE), h.u8(off::OBJECT_COMPRESS));
                 if ck >= MAX_FUNCTION || comp >= MAX_FUNCTION {
                     return Err(self.corrupt(format!(
                         "checksum type {ck} or compression {comp} out of range"
@@ -830,7 +826,7 @@ impl Checker {
             }
             RecordType::Write => {
                 toguid(off::WRITE_TOGUID)?;
-                let ot = h.u32(8);
+                let ot = h.u32(off::WRITE_TYPE);
                 if !object_type_valid(ot) {
                     return Err(self.corrupt(format!("invalid object type {ot}")));
                 }
@@ -857,8 +853,8 @@ impl Checker {
                     )));
                 }
                 if features & feature::RAW == 0
-                    && h.raw[UNION_OFFSET + WRITE_CRYPT_PARAMS.start
-                        ..UNION_OFFSET + WRITE_CRYPT_PARAMS.end]
+                    && h.raw
+                        [UNION_OFFSET + off::WRITE_CRYPT.start..UNION_OFFSET + off::WRITE_CRYPT.end]
                         .iter()
                         .any(|&b| b != 0)
                 {
@@ -882,8 +878,13 @@ impl Checker {
             RecordType::Spill => {
                 toguid(off::SPILL_TOGUID)?;
                 need(feature::SA_SPILL, "sa_spill")?;
+                // receive_spill(): SPA_MINBLOCKSIZE <= drr_length <= the largest block.
                 let len = h.u64(off::SPILL_LENGTH);
-                block_size(len, "spill length")?;
+                if !(SPA_MINBLOCKSIZE..=SPA_MAXBLOCKSIZE).contains(&len) {
+                    return Err(self.corrupt(format!(
+                        "spill length {len} is outside {SPA_MINBLOCKSIZE}..={SPA_MAXBLOCKSIZE}"
+                    )));
+                }
                 let csize = h.u64(off::SPILL_COMPRESSED_SIZE);
                 if csize != 0 {
                     need(feature::RAW, "raw")?;
@@ -897,8 +898,8 @@ impl Checker {
                     return Err(self.corrupt("compression type out of range"));
                 }
                 if features & feature::RAW == 0
-                    && h.raw[UNION_OFFSET + SPILL_CRYPT_PARAMS.start
-                        ..UNION_OFFSET + SPILL_CRYPT_PARAMS.end]
+                    && h.raw
+                        [UNION_OFFSET + off::SPILL_CRYPT.start..UNION_OFFSET + off::SPILL_CRYPT.end]
                         .iter()
                         .any(|&b| b != 0)
                 {
@@ -911,18 +912,22 @@ impl Checker {
                 let psize = u64::from(h.u32(off::EMBEDDED_PSIZE));
                 let lsize = u64::from(h.u32(off::EMBEDDED_LSIZE));
                 let len = h.u64(off::EMBEDDED_LENGTH);
-                if psize == 0 || psize > BPE_PAYLOAD_SIZE {
-                    return Err(self.corrupt(format!(
-                        "drr_psize {psize} is not in 1..={BPE_PAYLOAD_SIZE}"
-                    )));
+                // receive_write_embedded(): psize <= BPE_PAYLOAD_SIZE; the
+                // compressed size never exceeds the logical one.
+                if psize > BPE_PAYLOAD_SIZE {
+                    return Err(
+                        self.corrupt(format!("drr_psize {psize} exceeds {BPE_PAYLOAD_SIZE}"))
+                    );
                 }
-                if lsize < psize || lsize > SPA_MAXBLOCKSIZE || len < lsize {
+                if lsize < psize || lsize > SPA_MAXBLOCKSIZE {
                     return Err(self.corrupt(format!(
                         "sizes out of order: psize {psize}, lsize {lsize}, length {len}"
                     )));
                 }
                 no_overflow(h.u64(off::EMBEDDED_OFFSET), len, "embedded write")?;
-                if h.u8(33) >= NUM_BP_EMBEDDED_TYPES || h.u8(32) >= MAX_FUNCTION {
+                if h.u8(off::EMBEDDED_ETYPE) >= NUM_BP_EMBEDDED_TYPES
+                    || h.u8(off::EMBEDDED_COMPRESSION) >= MAX_FUNCTION
+                {
                     return Err(self.corrupt("embedded type or compression out of range"));
                 }
             }

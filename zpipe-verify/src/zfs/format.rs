@@ -73,6 +73,10 @@ pub mod off {
     pub const OBJECT_BLKSZ: usize = 16;
     /// `drr_object.drr_bonuslen` (u32).
     pub const OBJECT_BONUSLEN: usize = 20;
+    /// `drr_object.drr_checksumtype` (u8).
+    pub const OBJECT_CHECKSUMTYPE: usize = 24;
+    /// `drr_object.drr_compress` (u8).
+    pub const OBJECT_COMPRESS: usize = 25;
     /// `drr_object.drr_dn_slots` (u8; 0 in old streams).
     pub const OBJECT_DN_SLOTS: usize = 26;
     /// `drr_object.drr_raw_bonuslen` (u32; nonzero only in raw streams).
@@ -89,14 +93,20 @@ pub mod off {
 
     /// `drr_write.drr_object` (u64).
     pub const WRITE_OBJECT: usize = 0;
+    /// `drr_write.drr_type` (u32, the object's `dmu_object_type_t`).
+    pub const WRITE_TYPE: usize = 8;
     /// `drr_write.drr_offset` (u64).
     pub const WRITE_OFFSET: usize = 16;
     /// `drr_write.drr_logical_size` (u64; `drr_length` in old streams).
     pub const WRITE_LOGICAL_SIZE: usize = 24;
     /// `drr_write.drr_toguid` (u64).
     pub const WRITE_TOGUID: usize = 32;
+    /// `drr_write.drr_checksumtype` (u8).
+    pub const WRITE_CHECKSUMTYPE: usize = 40;
     /// `drr_write.drr_compressiontype` (u8; a pad byte, so 0, in old streams).
     pub const WRITE_COMPRESSIONTYPE: usize = 42;
+    /// `drr_write.drr_salt`, `drr_iv`, `drr_mac` (8 + 12 + 16 bytes; raw sends only).
+    pub const WRITE_CRYPT: std::ops::Range<usize> = 96..132;
     /// `drr_write.drr_compressed_size` (u64), after the 40-byte `ddt_key_t drr_key` at 48.
     pub const WRITE_COMPRESSED_SIZE: usize = 88;
 
@@ -117,6 +127,12 @@ pub mod off {
     pub const BYREF_LENGTH: usize = 16;
     /// `drr_write_byref.drr_toguid` (u64).
     pub const BYREF_TOGUID: usize = 24;
+    /// `drr_write_byref.drr_refguid` (u64).
+    pub const BYREF_REFGUID: usize = 32;
+    /// `drr_write_byref.drr_refobject` (u64).
+    pub const BYREF_REFOBJECT: usize = 40;
+    /// `drr_write_byref.drr_refoffset` (u64).
+    pub const BYREF_REFOFFSET: usize = 48;
 
     /// `drr_spill.drr_object` (u64).
     pub const SPILL_OBJECT: usize = 0;
@@ -128,6 +144,10 @@ pub mod off {
     pub const SPILL_COMPRESSIONTYPE: usize = 25;
     /// `drr_spill.drr_compressed_size` (u64; nonzero only in raw streams).
     pub const SPILL_COMPRESSED_SIZE: usize = 32;
+    /// `drr_spill.drr_salt`, `drr_iv`, `drr_mac` (raw sends only).
+    pub const SPILL_CRYPT: std::ops::Range<usize> = 40..76;
+    /// `drr_spill.drr_type` (u32), after the encryption parameters.
+    pub const SPILL_TYPE: usize = 76;
 
     /// `drr_write_embedded.drr_object` (u64).
     pub const EMBEDDED_OBJECT: usize = 0;
@@ -137,6 +157,10 @@ pub mod off {
     pub const EMBEDDED_LENGTH: usize = 16;
     /// `drr_write_embedded.drr_toguid` (u64).
     pub const EMBEDDED_TOGUID: usize = 24;
+    /// `drr_write_embedded.drr_compression` (u8).
+    pub const EMBEDDED_COMPRESSION: usize = 32;
+    /// `drr_write_embedded.drr_etype` (u8).
+    pub const EMBEDDED_ETYPE: usize = 33;
     /// `drr_write_embedded.drr_lsize` (u32).
     pub const EMBEDDED_LSIZE: usize = 40;
     /// `drr_write_embedded.drr_psize` (u32).
