@@ -148,7 +148,7 @@ pub fn nicenum(num: u64, bytes: bool) -> String {
         UNITS[index]
     };
     let base = K.pow(index as u32);
-    if index == 0 || num % base == 0 {
+    if index == 0 || num.is_multiple_of(base) {
         return format!("{n}{unit}");
     }
     let val = num as f64 / base as f64;

@@ -157,15 +157,43 @@ fn abort(target: &str) -> anyhow::Result<i32> {
         )));
     };
     if p.kind == Kind::Full {
-        let c = run_real(&["destroy", target])?;
-        if !c.ok() {
-            return Err(zfs_fail(c.stderr.trim_end().to_string()));
-        }
+        destroy_placeholder(target)?;
     } else {
         state::clear(target)?;
     }
     let _ = std::fs::remove_file(&p.path);
     Ok(0)
+}
+
+/// Attempts at destroying a placeholder that zfs-fuse reports busy.
+const DESTROY_ATTEMPTS: u32 = 20;
+/// Pause between those attempts.
+const DESTROY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Destroys the empty filesystem the stand-in created for an interrupted
+/// full receive (zfs-fuse's FUSE mount is often briefly busy).
+fn destroy_placeholder(target: &str) -> anyhow::Result<()> {
+    let mut last = String::new();
+    for _ in 0..DESTROY_ATTEMPTS {
+        let c = run_real(&["destroy", "-f", target])?;
+        if c.ok() {
+            return Ok(());
+        }
+        last = c.stderr.trim_end().to_string();
+        std::thread::sleep(DESTROY_PAUSE);
+    }
+    Err(zfs_fail(last))
+}
+
+/// Re-creates the placeholder of a full receive and records `p` on it.
+fn restore_placeholder(target: &str, p: &Partial) -> anyhow::Result<()> {
+    if !dataset_exists(target) {
+        let c = run_real(&["create", target])?;
+        if !c.ok() {
+            return Err(zfs_fail(c.stderr.trim_end().to_string()));
+        }
+    }
+    state::save(target, p)
 }
 
 fn spawn_recv(a: &Args, add_force: bool, target_arg: &str, capture: bool) -> io::Result<Child> {
@@ -457,7 +485,22 @@ fn resume_receive<R: Read>(
         )));
     }
     let new_path = state::new_spool_path(target)?;
-    let mut child = spawn_recv(a, p.kind != Kind::Incremental, target_arg, true)?;
+    // A resumed full receive lands where the interrupted one would have:
+    // the placeholder goes first, so the real receive is a plain new-fs
+    // receive (zfs-fuse's `recv -F` onto a fresh mount proved flaky).
+    if p.kind == Kind::Full {
+        destroy_placeholder(target)?;
+    }
+    let child = spawn_recv(a, p.kind == Kind::Overwrite, target_arg, true);
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            if p.kind == Kind::Full {
+                restore_placeholder(target, &p)?;
+            }
+            return Err(e.into());
+        }
+    };
     let mut sink = Sink {
         child: child
             .stdin
@@ -499,7 +542,11 @@ fn resume_receive<R: Read>(
                 kind: p.kind,
                 path: new_path,
             };
-            state::save(target, &np)?;
+            if p.kind == Kind::Full {
+                restore_placeholder(target, &np)?;
+            } else {
+                state::save(target, &np)?;
+            }
             let _ = std::fs::remove_file(&p.path);
             print_saved("cannot receive resume stream", &state::token_string(&np)?);
             Ok(1)
@@ -509,8 +556,12 @@ fn resume_receive<R: Read>(
             let _ = std::fs::remove_file(&new_path);
             eprint!("{text}");
             if code == 0 {
-                state::clear(target)?;
+                if p.kind != Kind::Full {
+                    state::clear(target)?;
+                }
                 let _ = std::fs::remove_file(&p.path);
+            } else if p.kind == Kind::Full {
+                restore_placeholder(target, &p)?;
             }
             Ok(code)
         }

@@ -525,7 +525,7 @@ fn write_resumed<R: Read>(t: &ResumeToken, src: R, out: &mut dyn Write) -> anyho
     emit(&packed, &mut sum)?;
     loop {
         let mut h: Header = match r.header()? {
-            Next::Record(h) => h,
+            Next::Record(h) => *h,
             Next::Eof => anyhow::bail!("the real zfs send stream has no END record"),
             Next::Cut => anyhow::bail!("the real zfs send stream ends inside a record"),
         };

@@ -196,7 +196,7 @@ impl Begin {
 /// What the next read found.
 pub enum Next {
     /// A complete record header.
-    Record(Header),
+    Record(Box<Header>),
     /// End of input exactly at a record boundary.
     Eof,
     /// End of input inside a header.
@@ -231,7 +231,7 @@ impl<R: Read> RecordReader<R> {
         self.pos += got as u64;
         Ok(match got {
             0 => Next::Eof,
-            RECORD_SIZE => Next::Record(h),
+            RECORD_SIZE => Next::Record(Box::new(h)),
             _ => Next::Cut,
         })
     }
