@@ -183,7 +183,13 @@ impl MeterHandle {
 }
 
 impl BufferSink {
-    fn writer_error(&self) -> anyhow::Error {
+    /// The writer thread's error: it has failed (or is failing) when its
+    /// token is cancelled or its channel closed, so wait for it to record
+    /// the error first.
+    fn writer_error(&mut self) -> anyhow::Error {
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
         self.local
             .take_error()
             .unwrap_or_else(|| zpipe_core::cancel::Cancelled.into())
@@ -193,13 +199,8 @@ impl BufferSink {
         self.eof.store(true, Relaxed);
         self.tx = None;
     }
-}
 
-impl Sink for BufferSink {
-    fn write_block(&mut self, block: Block, cancel: &Cancel) -> anyhow::Result<()> {
-        if self.local.is_cancelled() {
-            return Err(self.writer_error());
-        }
+    fn queue(&mut self, block: Block, cancel: &Cancel) -> Result<(), ()> {
         let watch = WatchBoth {
             outer: cancel,
             local: &self.local,
@@ -208,16 +209,30 @@ impl Sink for BufferSink {
             if let Some(b) = self.pool.try_get() {
                 break b;
             }
-            watch.check().map_err(|_| self.writer_error_or(cancel))?;
+            watch.check().map_err(|_| ())?;
             std::thread::sleep(FILL_POLL);
         };
         copy.vec_mut().extend_from_slice(block.data());
         drop(block);
         self.shared.fill_add(copy.len() as u64);
-        let Some(tx) = &self.tx else {
-            return Err(zpipe_core::cancel::Cancelled.into());
-        };
-        send(tx, copy, &watch).map_err(|_| self.writer_error_or(cancel))
+        let tx = self.tx.as_ref().ok_or(())?;
+        send(tx, copy, &watch).map_err(|_| ())
+    }
+}
+
+impl Sink for BufferSink {
+    fn write_block(&mut self, block: Block, cancel: &Cancel) -> anyhow::Result<()> {
+        if self.local.is_cancelled() {
+            return Err(self.writer_error());
+        }
+        match self.queue(block, cancel) {
+            Ok(()) => Ok(()),
+            // The pipeline is being stopped from elsewhere.
+            Err(()) if cancel.is_cancelled() && !self.local.is_cancelled() && self.tx.is_some() => {
+                Err(zpipe_core::cancel::Cancelled.into())
+            }
+            Err(()) => Err(self.writer_error()),
+        }
     }
 
     fn finish(&mut self, _cancel: &Cancel) -> anyhow::Result<()> {
@@ -228,16 +243,6 @@ impl Sink for BufferSink {
         match self.local.take_error() {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-}
-
-impl BufferSink {
-    fn writer_error_or(&self, cancel: &Cancel) -> anyhow::Error {
-        if cancel.is_cancelled() && !self.local.is_cancelled() {
-            zpipe_core::cancel::Cancelled.into()
-        } else {
-            self.writer_error()
         }
     }
 }
