@@ -629,3 +629,39 @@ fn help_mentions_pv_and_mbuffer() {
         assert!(text.contains(s), "{s} in --help");
     }
 }
+
+#[test]
+fn sigint_stops_with_130_after_a_summary() {
+    let mut child = spawn(&["-N", "int"]);
+    let _stdin = child.stdin.take();
+    let rx = stderr_lines(&mut child);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let lines: Vec<String> = rx.iter().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (_, f) = parse_log(&lines[0]);
+    assert_eq!(field(&f, "exit"), Some("interrupted"), "{lines:?}");
+    assert_eq!(lines[1], "zpipe-meter: stopped by SIGINT");
+}
+
+#[test]
+fn schedule_window_limits_the_rate() {
+    // A window covering the whole day applies whatever the local time.
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("s.json");
+    let r = run(
+        &[
+            "-q",
+            "--limit-schedule",
+            "00:00-00:00=4M",
+            "--json",
+            j.to_str().unwrap(),
+        ],
+        vec![0u8; 6 * MIB as usize],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let secs = r.elapsed.as_secs_f64();
+    assert!((1.3..3.0).contains(&secs), "took {secs}s");
+    assert_eq!(json(&j)["limit"], 4 * MIB);
+}
