@@ -13,11 +13,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use zpipe_core::fletcher4::Fletcher4;
 use zpipe_core::nvlist;
 
-/// Largest single write into the real `zfs receive`'s pipe. zfs-fuse's
-/// daemon reads the stream from that pipe itself and fails with EIO on
-/// writes larger than the pipe buffer (seen with 1 MiB writes).
-const CHILD_WRITE: usize = 64 << 10;
-
 /// Parsed `zfs receive` arguments.
 #[derive(Default)]
 struct Args {
@@ -252,9 +247,7 @@ impl Sink {
             f.write_all(b)?;
         }
         if let Some(c) = &mut self.child {
-            for piece in b.chunks(CHILD_WRITE) {
-                c.write_all(piece)?;
-            }
+            c.write_all(b)?;
         }
         self.written += b.len() as u64;
         Ok(())
@@ -367,7 +360,7 @@ fn normal_receive<R: Read>(
         child: child
             .stdin
             .take()
-            .map(|s| BufWriter::with_capacity(CHILD_WRITE, s)),
+            .map(|s| BufWriter::with_capacity(BUF_SIZE, s)),
         spool: match &spool_path {
             Some(p) => Some(BufWriter::with_capacity(BUF_SIZE, File::create(p)?)),
             None => None,
@@ -487,7 +480,8 @@ fn resume_receive<R: Read>(
     let new_path = state::new_spool_path(target)?;
     // A resumed full receive lands where the interrupted one would have:
     // the placeholder goes first, so the real receive is a plain new-fs
-    // receive (zfs-fuse's `recv -F` onto a fresh mount proved flaky).
+    // receive: zfs-fuse's `recv -F` of a full stream onto a freshly created
+    // filesystem fails with "I/O error" now and then under concurrency.
     if p.kind == Kind::Full {
         destroy_placeholder(target)?;
     }
@@ -505,7 +499,7 @@ fn resume_receive<R: Read>(
         child: child
             .stdin
             .take()
-            .map(|s| BufWriter::with_capacity(CHILD_WRITE, s)),
+            .map(|s| BufWriter::with_capacity(BUF_SIZE, s)),
         spool: Some(BufWriter::with_capacity(BUF_SIZE, File::create(&new_path)?)),
         sum: Some(Fletcher4::new()),
         written: 0,
