@@ -11,6 +11,7 @@ use zpipe_core::child::{Child, Io};
 use zpipe_core::pipeline::{self, Emitter, FdSource, PipelineConfig, Stage};
 use zpipe_core::pool::Block;
 use zpipe_core::{exit, fdio, Cancel, Exit};
+use zpipe_verify::zfs::Follower;
 use zsend_wrap::zfs::{Caps, Zfs};
 
 /// Command-line flags of `zrecv-wrap`.
@@ -159,21 +160,17 @@ impl Args {
     }
 }
 
-/// Passes blocks through and keeps the first record of the stream.
+/// Passes blocks through while following the ZFS records they carry.
 struct Watch {
-    first: Arc<Mutex<Vec<u8>>>,
+    follower: Arc<Mutex<Follower>>,
 }
 
 impl Stage for Watch {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
-        {
-            let mut f = self.first.lock().unwrap_or_else(|e| e.into_inner());
-            let want = sniff::SNIFF_LEN.saturating_sub(f.len());
-            if want > 0 {
-                let take = want.min(block.len());
-                f.extend_from_slice(&block.data()[..take]);
-            }
-        }
+        self.follower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .feed(block.data());
         out.emit(block)
     }
 }
@@ -248,9 +245,9 @@ fn receive(args: &Args, zfs: &Zfs, caps: &Caps) -> anyhow::Result<Exit> {
     } else {
         None
     };
-    let first = Arc::new(Mutex::new(Vec::new()));
+    let follower = Arc::new(Mutex::new(Follower::new()));
     stages.push(Box::new(Watch {
-        first: Arc::clone(&first),
+        follower: Arc::clone(&follower),
     }));
     let (meter, meter_handle) =
         zpipe_meter::MeterStage::new(meter_cfg, zpipe_meter::ProgressTarget::Stderr, &cancel)?;
@@ -298,8 +295,8 @@ fn receive(args: &Args, zfs: &Zfs, caps: &Caps) -> anyhow::Result<Exit> {
         }
         return Err(e);
     }
-    let first = first.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    check_received(args, zfs, &first)?;
+    let follower = follower.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    check_received(args, zfs, &follower)?;
     Ok(Exit::Success)
 }
 
@@ -313,22 +310,24 @@ fn print_resume_hint(dataset: &str, token: &str) {
     );
 }
 
-/// After a successful receive: the snapshot the stream announced exists
-/// with the announced guid.
-fn check_received(args: &Args, zfs: &Zfs, first: &[u8]) -> anyhow::Result<()> {
-    let Some(begin) = sniff::begin(first) else {
-        return Err(exit::integrity(
-            "the received stream does not start with a ZFS BEGIN record",
-        ));
+/// After a successful receive: the stream was a complete ZFS stream, and
+/// the snapshot it announced exists with the announced guid.
+fn check_received(args: &Args, zfs: &Zfs, follower: &Follower) -> anyhow::Result<()> {
+    if !follower.is_complete() {
+        return Err(exit::integrity(format!(
+            "zfs recv succeeded but the stream was not a complete ZFS stream: {}",
+            follower.describe_incomplete()
+        )));
+    }
+    let Some((toguid, toname)) = sniff::proof_snapshot(follower.substreams()) else {
+        return Err(exit::integrity("the received stream names no snapshot"));
     };
-    let Some(name) = sniff::received_name(
-        &args.dataset,
-        &begin.toname,
-        args.discard_pool,
-        args.last_element,
-    ) else {
-        // A stream without a snapshot name (e.g. a resumed one): nothing to compare.
-        return Ok(());
+    let Some(name) =
+        sniff::received_name(&args.dataset, toname, args.discard_pool, args.last_element)
+    else {
+        return Err(exit::integrity(format!(
+            "the stream names '{toname}', not a snapshot"
+        )));
     };
     let guid = zfs.guid(&name).map_err(|e| {
         exit::integrity(format!(
@@ -336,10 +335,9 @@ fn check_received(args: &Args, zfs: &Zfs, first: &[u8]) -> anyhow::Result<()> {
             exit::one_line(&e)
         ))
     })?;
-    if guid != begin.toguid {
+    if guid != toguid {
         return Err(exit::integrity(format!(
-            "received {name} has guid {guid}, but the stream announced {}",
-            begin.toguid
+            "received {name} has guid {guid}, but the stream announced {toguid}"
         )));
     }
     Ok(())

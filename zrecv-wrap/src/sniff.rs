@@ -1,8 +1,8 @@
-//! Telling streams apart by their first bytes: zpipe-verify framing, zstd,
-//! or a bare ZFS send stream; and reading the `DRR_BEGIN` record of a ZFS
-//! stream for the snapshot it announces.
+//! Telling streams apart by their first bytes (zpipe-verify framing, zstd,
+//! or a bare ZFS send stream), and naming the snapshot a receive must have
+//! produced.
 
-use zpipe_verify::zfs::format::{self, off};
+use zpipe_verify::zfs::format;
 
 /// What a stream is, judged by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,42 +31,17 @@ pub fn kind(prefix: &[u8]) -> Option<Kind> {
     }
 }
 
-/// The snapshot a ZFS stream's `DRR_BEGIN` record announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Begin {
-    /// `drr_toguid`: the guid the received snapshot must have.
-    pub toguid: u64,
-    /// `drr_fromguid`: 0 for a full stream.
-    pub fromguid: u64,
-    /// `drr_toname`: `pool/fs@snap` on the sending side.
-    pub toname: String,
-}
-
-/// Reads the `DRR_BEGIN` record at the start of `rec` (either byte order).
-pub fn begin(rec: &[u8]) -> Option<Begin> {
-    if rec.len() < format::RECORD_SIZE {
-        return None;
-    }
-    let u = &rec[format::UNION_OFFSET..];
-    let raw_magic = u64::from_le_bytes(u[off::BEGIN_MAGIC..off::BEGIN_MAGIC + 8].try_into().ok()?);
-    let swap = if raw_magic == format::DMU_BACKUP_MAGIC {
-        false
-    } else if raw_magic.swap_bytes() == format::DMU_BACKUP_MAGIC {
-        true
-    } else {
-        return None;
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let v = u64::from_le_bytes(u[o..o + 8].try_into().ok()?);
-        Some(if swap { v.swap_bytes() } else { v })
-    };
-    let name = &u[off::BEGIN_TONAME..off::BEGIN_TONAME + format::MAXNAMELEN];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    Some(Begin {
-        toguid: u64_at(off::BEGIN_TOGUID)?,
-        fromguid: u64_at(off::BEGIN_FROMGUID)?,
-        toname: String::from_utf8_lossy(&name[..end]).into_owned(),
-    })
+/// The snapshot whose guid proves a receive: of the substreams
+/// `(toguid, toname)` a stream carried, the last one of the first dataset
+/// (for `-I` the newest snapshot; for `-R` the top dataset's newest).
+pub fn proof_snapshot(substreams: &[(u64, String)]) -> Option<(u64, &str)> {
+    let (_, first) = substreams.first()?;
+    let fs = first.split_once('@').map_or(first.as_str(), |(f, _)| f);
+    substreams
+        .iter()
+        .rev()
+        .find(|(_, n)| n.split_once('@').is_some_and(|(f, _)| f == fs))
+        .map(|(g, n)| (*g, n.as_str()))
 }
 
 /// The snapshot `zfs recv [-d|-e] TARGET` creates from a stream whose
@@ -94,32 +69,17 @@ pub fn received_name(target: &str, toname: &str, strip_d: bool, strip_e: bool) -
 mod tests {
     use super::*;
 
-    fn begin_record(swap: bool) -> Vec<u8> {
-        let mut r = vec![0u8; format::RECORD_SIZE];
-        let put = |r: &mut Vec<u8>, o: usize, v: u64| {
-            let v = if swap { v.swap_bytes() } else { v };
-            r[format::UNION_OFFSET + o..format::UNION_OFFSET + o + 8]
-                .copy_from_slice(&v.to_le_bytes());
-        };
-        put(&mut r, off::BEGIN_MAGIC, format::DMU_BACKUP_MAGIC);
-        put(&mut r, off::BEGIN_TOGUID, 0x1234_5678_9abc_def0);
-        put(&mut r, off::BEGIN_FROMGUID, 7);
-        let name = b"tank/my ds@snap 1";
-        let o = format::UNION_OFFSET + off::BEGIN_TONAME;
-        r[o..o + name.len()].copy_from_slice(name);
-        r
-    }
-
     #[test]
-    fn begin_in_both_byte_orders() {
-        for swap in [false, true] {
-            let b = begin(&begin_record(swap)).unwrap();
-            assert_eq!(b.toguid, 0x1234_5678_9abc_def0);
-            assert_eq!(b.fromguid, 7);
-            assert_eq!(b.toname, "tank/my ds@snap 1");
-        }
-        assert!(begin(&[0u8; 10]).is_none());
-        assert!(begin(&vec![0u8; format::RECORD_SIZE]).is_none());
+    fn proof_is_the_newest_snapshot_of_the_top_dataset() {
+        let subs = vec![
+            (1, "p/a@s1".to_string()),
+            (2, "p/a/child@s1".to_string()),
+            (3, "p/a@s2".to_string()),
+            (4, "p/a/child@s2".to_string()),
+        ];
+        assert_eq!(proof_snapshot(&subs), Some((3, "p/a@s2")));
+        assert_eq!(proof_snapshot(&subs[..1]), Some((1, "p/a@s1")));
+        assert_eq!(proof_snapshot(&[]), None);
     }
 
     #[test]

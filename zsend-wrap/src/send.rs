@@ -288,12 +288,15 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         None => Ok(()),
     };
     let _ = meter.finish(result.as_ref().map(|_| ()));
-    // The first real error: the remote side's, then zfs's, then ours.
+    // The first real error. A broken pipe towards ssh is the echo of the
+    // remote side's failure; a failed zfs send after our own failure is the
+    // echo of it (we stopped reading); a zfs failure on its own ended the
+    // stream with ABORT and is reported last.
     match (result, zfs_result, ssh_result) {
-        (_, _, Err(e)) => Err(e),
-        (Err(e), _, _) if !exit::is_broken_pipe(&e) => Err(e),
-        (_, Err(e), _) => Err(e),
-        (Err(e), Ok(()), Ok(())) => Err(e),
+        (Err(e), _, Err(s)) if exit::is_broken_pipe(&e) => Err(s),
+        (Err(e), _, _) => Err(e),
+        (Ok(()), _, Err(s)) => Err(s),
+        (Ok(()), Err(z), Ok(())) => Err(z),
         (Ok(()), Ok(()), Ok(())) => Ok(Exit::Success),
     }
 }

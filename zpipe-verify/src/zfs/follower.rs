@@ -170,7 +170,11 @@ pub struct Follower {
     phase: Phase,
     trailing: u64,
     broken: Option<(u64, String)>,
+    substreams: Vec<(u64, String)>,
 }
+
+/// The most substreams whose BEGIN a [`Follower`] remembers.
+pub const MAX_REMEMBERED_SUBSTREAMS: usize = 10_000;
 
 impl Default for Follower {
     fn default() -> Self {
@@ -193,6 +197,7 @@ impl Follower {
             phase: Phase::Start,
             trailing: 0,
             broken: None,
+            substreams: Vec::new(),
         }
     }
 
@@ -262,6 +267,13 @@ impl Follower {
             .phase
             .next(ty, hdrtype)
             .map_err(|why| format!("{why} (record {} at byte {at})", self.records))?;
+        if ty == RecordType::Begin
+            && hdrtype == super::format::DMU_SUBSTREAM
+            && self.substreams.len() < MAX_REMEMBERED_SUBSTREAMS
+        {
+            let toguid = h.u64(super::format::off::BEGIN_TOGUID);
+            self.substreams.push((toguid, h.toname()));
+        }
         let payload = h.payload_size(ty);
         self.last = RecordNote::of(&h, ty, payload);
         self.payload_left = payload;
@@ -283,6 +295,13 @@ impl Follower {
             && self.phase == Phase::Done
             && self.payload_left == 0
             && self.trailing == 0
+    }
+
+    /// `(drr_toguid, drr_toname)` of each substream's BEGIN so far, in
+    /// stream order (the first [`MAX_REMEMBERED_SUBSTREAMS`]): one for a
+    /// plain stream, one per snapshot for `-I`/`-R` packages.
+    pub fn substreams(&self) -> &[(u64, String)] {
+        &self.substreams
     }
 
     /// Bytes fed so far.
