@@ -130,6 +130,12 @@ pub fn zfs_usage(msg: impl Into<String>) -> anyhow::Error {
     ZfsError(msg.into(), EXIT_USAGE).into()
 }
 
+/// OpenZFS 2.2's `zfs send` usage text (zfs_main.c `get_usage(HELP_SEND)`):
+/// the wrappers read the flags it lists to detect capabilities.
+pub const SEND_USAGE: &str = "usage:\n\tsend [-DLPbcehnpsVvw] [-i|-I snapshot]\n\t     [-R [-X dataset[,dataset]...]]     <snapshot>\n\tsend [-DnVvPLecw] [-i snapshot|bookmark] <filesystem|volume|snapshot>\n\tsend [-DnPpVvLec] [-i bookmark|snapshot] --redact <bookmark> <snapshot>\n\tsend [-nVvPe] -t <receive_resume_token>\n\tsend [-PnVv] --saved filesystem\n";
+/// OpenZFS 2.2's `zfs receive` usage text (`get_usage(HELP_RECEIVE)`).
+pub const RECV_USAGE: &str = "usage:\n\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ...\n\t    <filesystem|volume|snapshot>\n\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ... \n\t    [-d | -e] <filesystem>\n\treceive -A <filesystem|volume>\n";
+
 /// libzfs's `zfs_nicenum_format`: base 1024, at most 5 characters where
 /// possible; `bytes` adds the `B` unit below 1 KiB (`zfs_nicebytes`).
 pub fn nicenum(num: u64, bytes: bool) -> String {

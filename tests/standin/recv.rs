@@ -42,6 +42,9 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         for (i, &c) in chars.iter().enumerate() {
             match c {
                 's' => a.resumable = true,
+                // Skip holds / skip mount-time checks: nothing for zfs-fuse
+                // streams (they carry no holds), so accepted and dropped.
+                'h' | 'M' => {}
                 'A' => a.abort = true,
                 'o' | 'x' => {
                     let rest: String = chars[i + 1..].iter().collect();
@@ -76,7 +79,10 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
 pub fn main(args: &[String]) -> anyhow::Result<i32> {
     let a = parse(args)?;
     let Some(target_arg) = a.target.clone() else {
-        return Err(zfs_usage("missing snapshot argument"));
+        return Err(zfs_usage(format!(
+            "missing snapshot argument\n{}",
+            crate::RECV_USAGE.trim_end()
+        )));
     };
     if a.abort {
         return abort(&target_arg);

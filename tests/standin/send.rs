@@ -129,7 +129,10 @@ pub fn main(args: &[String]) -> anyhow::Result<i32> {
         return resume(&a, &t);
     }
     if a.snapshot.is_none() {
-        return Err(zfs_usage("missing snapshot argument"));
+        return Err(zfs_usage(format!(
+            "missing snapshot argument\n{}",
+            crate::SEND_USAGE.trim_end()
+        )));
     }
     if !a.verbose && !a.dryrun {
         exec_real(a.real_args());

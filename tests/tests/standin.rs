@@ -326,3 +326,32 @@ fn get_formats_the_token_property() {
     let out = env.ok(&["get", "-H", "-o", "value", "type", &src], b"");
     assert_eq!(out.stdout, b"filesystem\n");
 }
+
+/// The wrappers detect OpenZFS features from these usage texts.
+#[test]
+fn usage_texts_advertise_the_openzfs_flags() {
+    let run = |verb: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zfs-standin"))
+            .arg(verb)
+            .env("ZPIPE_REAL_ZFS", "/nonexistent/zfs")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let send = run("send");
+    assert!(
+        send.starts_with("missing snapshot argument\nusage:\n\tsend [-DLPbcehnpsVvw]"),
+        "{send}"
+    );
+    assert!(
+        send.contains("\tsend [-nVvPe] -t <receive_resume_token>\n"),
+        "{send}"
+    );
+    let recv = run("receive");
+    assert!(recv.contains("\treceive [-vMnsFhu]"), "{recv}");
+    assert!(
+        recv.contains("\treceive -A <filesystem|volume>\n"),
+        "{recv}"
+    );
+}
