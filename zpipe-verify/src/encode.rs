@@ -85,30 +85,52 @@ impl FrameState {
 }
 
 /// A frame buffer for [`Encoder`]: the header record's room, then payload.
-/// The vector stays initialised at full size so reuse costs no zero-fill.
+/// The payload starts on a page boundary (the kernel copies into aligned
+/// memory markedly faster), and the vector stays initialised at full size
+/// so reuse costs no zero-fill.
 struct EncBuf {
     data: Vec<u8>,
+    /// Offset of the header record in `data`.
+    at: usize,
+    /// Payload bytes held.
     len: usize,
+    /// Payload capacity: the frame size.
+    cap: usize,
 }
+
+/// Alignment of payloads read by [`Encoder::copy_from`].
+const PAYLOAD_ALIGN: usize = 4096;
 
 impl EncBuf {
     fn new(frame_size: usize) -> Self {
+        let data = vec![0; PAYLOAD_ALIGN + RECORD_LEN + frame_size];
+        let misalign = (data.as_ptr() as usize + RECORD_LEN) % PAYLOAD_ALIGN;
+        let at = (PAYLOAD_ALIGN - misalign) % PAYLOAD_ALIGN;
         EncBuf {
-            data: vec![0; RECORD_LEN + frame_size],
+            data,
+            at,
             len: 0,
+            cap: frame_size,
         }
     }
 
     fn payload(&self) -> &[u8] {
-        &self.data[RECORD_LEN..RECORD_LEN + self.len]
+        let p = self.at + RECORD_LEN;
+        &self.data[p..p + self.len]
     }
 
     fn spare(&mut self) -> &mut [u8] {
-        &mut self.data[RECORD_LEN + self.len..]
+        let p = self.at + RECORD_LEN;
+        &mut self.data[p + self.len..p + self.cap]
     }
 
     fn is_full(&self) -> bool {
-        RECORD_LEN + self.len == self.data.len()
+        self.len == self.cap
+    }
+
+    /// The header record's room followed by the payload: what is written.
+    fn record_and_payload(&mut self) -> &mut [u8] {
+        &mut self.data[self.at..self.at + RECORD_LEN + self.len]
     }
 }
 
@@ -154,10 +176,9 @@ impl<W: Write> Encoder<W> {
 
     fn write_frame(&mut self, (mut b, sha): Hashed<EncBuf>) -> anyhow::Result<()> {
         let rec = self.state.next_frame(b.len, sha);
-        b.data[..RECORD_LEN].copy_from_slice(&rec);
-        self.out
-            .write_all(&b.data[..RECORD_LEN + b.len])
-            .context("writing output")?;
+        let frame = b.record_and_payload();
+        frame[..RECORD_LEN].copy_from_slice(&rec);
+        self.out.write_all(frame).context("writing output")?;
         b.len = 0;
         self.free.push(b);
         Ok(())
@@ -214,7 +235,7 @@ impl<W: Write> Encoder<W> {
         let mut total = 0u64;
         loop {
             let b = self.current();
-            let start = RECORD_LEN + b.len;
+            let start = b.at + RECORD_LEN + b.len;
             let n = match reader.read(b.spare()) {
                 Ok(0) => return Ok(total),
                 Ok(n) => n,
