@@ -94,10 +94,10 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Finds `program` on `PATH`, then in the sbin directories that a non-login
 /// root `PATH` may lack. Returns the absolute path.
 pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
-    const SBIN_DIRS: [&str; 4] = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"];
+    const FALLBACK_DIRS: [&str; 4] = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"];
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(std::path::PathBuf::from))
+        .chain(FALLBACK_DIRS.iter().map(std::path::PathBuf::from))
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())

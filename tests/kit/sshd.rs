@@ -275,16 +275,21 @@ impl Sshd {
     /// key path; use it with [`Sshd::ssh_argv_with_key`]. The remote `PATH`
     /// option is appended to `options`.
     pub fn add_key(&self, options: &str) -> anyhow::Result<PathBuf> {
-        let n = self.state.lock().unwrap().keys.len();
-        let key = self.dir.path().join(format!("id_extra_{n}"));
-        keygen(&key, &format!("zpipe-tests extra {n}"))?;
-        let public = std::fs::read_to_string(key.with_extension("pub"))?
-            .trim()
-            .to_string();
-        self.state.lock().unwrap().keys.push(AuthorizedKey {
-            options: options.to_string(),
-            public,
-        });
+        let key = {
+            // Held across keygen so concurrent calls get distinct files.
+            let mut state = self.state.lock().unwrap();
+            let n = state.keys.len();
+            let key = self.dir.path().join(format!("id_extra_{n}"));
+            keygen(&key, &format!("zpipe-tests extra {n}"))?;
+            let public = std::fs::read_to_string(key.with_extension("pub"))?
+                .trim()
+                .to_string();
+            state.keys.push(AuthorizedKey {
+                options: options.to_string(),
+                public,
+            });
+            key
+        };
         self.write_authorized_keys()?;
         Ok(key)
     }
@@ -379,7 +384,13 @@ impl Sshd {
     /// A ready `Command` running `remote_command` (a shell command line for
     /// the remote shell) through ssh with the default key.
     pub fn ssh(&self, remote_command: &str) -> Command {
-        let argv = self.ssh_argv();
+        self.ssh_with_key(&self.key, remote_command)
+    }
+
+    /// A ready `Command` running `remote_command` through ssh with `key`
+    /// (from [`Sshd::add_key`]).
+    pub fn ssh_with_key(&self, key: &Path, remote_command: &str) -> Command {
+        let argv = self.ssh_argv_with_key(key);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).arg(remote_command);
         cmd

@@ -189,9 +189,12 @@ fn forced_command_key_runs_only_its_command() {
     let key = sshd
         .add_key(r#"restrict,command="echo forced: $SSH_ORIGINAL_COMMAND""#)
         .unwrap();
-    let argv = sshd.ssh_argv_with_key(&key);
-    let out = run_ok(Command::new(&argv[0]).args(&argv[1..]).arg("id -u"));
+    let out = run_ok(sshd.ssh_with_key(&key, "id -u"));
     assert_eq!(out, "forced: id -u\n");
+    // The argv form reaches the same key.
+    let argv = sshd.ssh_argv_with_key(&key);
+    let out = run_ok(Command::new(&argv[0]).args(&argv[1..]).arg("zfs list"));
+    assert_eq!(out, "forced: zfs list\n");
     // The default key still runs what it is asked.
     assert_eq!(run_ok(sshd.ssh("echo free")), "free\n");
 }
