@@ -96,6 +96,25 @@ impl TokenBucket {
             self.tokens -= n as f64;
         }
     }
+
+    /// Grants and takes `len` bytes in pieces, calling `each(offset, n)`
+    /// for each piece before it is taken (a stage pacing a whole block).
+    pub fn pace(
+        &mut self,
+        len: usize,
+        rate: impl Fn() -> u64,
+        cancel: &Cancel,
+        mut each: impl FnMut(usize, usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut off = 0;
+        while off < len {
+            let g = self.grant(len - off, rate(), cancel)?;
+            each(off, g)?;
+            self.take(g);
+            off += g;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -619,23 +619,3 @@ impl Idle for InputHooks<'_> {
         self.shared.check_stall(side, waited)
     }
 }
-
-impl TokenBucket {
-    /// Grants and takes `len` bytes in pieces, calling `each` per piece.
-    pub(crate) fn pace(
-        &mut self,
-        len: usize,
-        rate: impl Fn() -> u64,
-        cancel: &Cancel,
-        mut each: impl FnMut(usize, usize) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        let mut off = 0;
-        while off < len {
-            let g = self.grant(len - off, rate(), cancel)?;
-            each(off, g)?;
-            self.take(g);
-            off += g;
-        }
-        Ok(())
-    }
-}
