@@ -247,42 +247,6 @@ where
     words.into_iter().map(Into::into).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting_is_exactly_once() {
-        assert_eq!(quote_word("tank/home@snap-1"), "tank/home@snap-1");
-        assert_eq!(quote_word("a b"), "'a b'");
-        assert_eq!(quote_word("a$(touch x)b"), "'a$(touch x)b'");
-        assert_eq!(quote_word("it's"), r"'it'\''s'");
-        assert_eq!(quote_word(""), "''");
-        assert_eq!(quote_word("a;b"), "'a;b'");
-    }
-
-    #[test]
-    fn failing_child_reports_its_stderr() {
-        let mut c = Child::spawn(
-            &["sh", "-c", "echo boom >&2; exit 3"],
-            Io::Null,
-            Io::Null,
-            false,
-        )
-        .unwrap();
-        let err = c.check().unwrap_err();
-        assert_eq!(exit::classify(&err), exit::Exit::Child);
-        assert!(err.to_string().contains("exit 3"), "{err}");
-        assert!(err.to_string().contains("boom"), "{err}");
-    }
-
-    #[test]
-    fn output_returns_stdout() {
-        assert_eq!(output(&["printf", "a\tb"]).unwrap(), b"a\tb");
-        assert!(output(&["/nonexistent/prog"]).is_err());
-    }
-}
-
 /// A pipeline [`Source`](crate::pipeline::Source) reading a child's stdout.
 /// At end of output it reaps the child; when the child failed it hands the
 /// child's error text to `on_failure` (zsend-wrap turns it into an ABORT
@@ -326,5 +290,41 @@ impl crate::pipeline::Source for ChildSource {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_is_exactly_once() {
+        assert_eq!(quote_word("tank/home@snap-1"), "tank/home@snap-1");
+        assert_eq!(quote_word("a b"), "'a b'");
+        assert_eq!(quote_word("a$(touch x)b"), "'a$(touch x)b'");
+        assert_eq!(quote_word("it's"), r"'it'\''s'");
+        assert_eq!(quote_word(""), "''");
+        assert_eq!(quote_word("a;b"), "'a;b'");
+    }
+
+    #[test]
+    fn failing_child_reports_its_stderr() {
+        let mut c = Child::spawn(
+            &["sh", "-c", "echo boom >&2; exit 3"],
+            Io::Null,
+            Io::Null,
+            false,
+        )
+        .unwrap();
+        let err = c.check().unwrap_err();
+        assert_eq!(exit::classify(&err), exit::Exit::Child);
+        assert!(err.to_string().contains("exit 3"), "{err}");
+        assert!(err.to_string().contains("boom"), "{err}");
+    }
+
+    #[test]
+    fn output_returns_stdout() {
+        assert_eq!(output(&["printf", "a\tb"]).unwrap(), b"a\tb");
+        assert!(output(&["/nonexistent/prog"]).is_err());
     }
 }
