@@ -106,7 +106,7 @@ impl CompressConfig {
     /// Blocks in flight at once: enough to keep every worker busy while the
     /// stage hands the previous results downstream.
     pub fn window(&self) -> usize {
-        workers_for(self.workers) + 1
+        workers_for(self.workers) * 2
     }
 }
 

@@ -51,23 +51,45 @@ impl Default for DecompressConfig {
 }
 
 impl DecompressConfig {
+    /// Largest frame (announced by a size frame) decoded on a worker; larger
+    /// ones are decoded as they stream in.
+    pub fn region_limit(&self) -> u64 {
+        self.memory_limit / 4
+    }
+
     /// Frames in flight at once.
     pub fn window(&self) -> usize {
         workers_for(self.workers) * 2
     }
 }
 
+/// A gathered region: copied out of smaller blocks, or a source block that
+/// holds exactly one size frame and its region (the data after the size frame).
+enum Region {
+    Buf(Vec<u8>),
+    Block(Block),
+}
+
+impl Region {
+    fn data(&self) -> &[u8] {
+        match self {
+            Region::Buf(v) => v,
+            Region::Block(b) => &b.data()[SIZE_FRAME_LEN..],
+        }
+    }
+}
+
 struct Job {
     /// Offset in the input of the region's first byte.
     start: u64,
-    input: Vec<u8>,
+    input: Region,
     out: Block,
     bound: u64,
     memory_limit: u64,
 }
 
 struct Done {
-    input: Vec<u8>,
+    input: Region,
     out: Block,
     cost: u64,
     result: Result<(), anyhow::Error>,
@@ -163,7 +185,7 @@ impl DecompressStage {
                     let start = *start;
                     let buf = std::mem::take(buf);
                     self.state = State::Boundary;
-                    self.submit_region(start, buf, out)?;
+                    self.submit_region(start, Region::Buf(buf), out)?;
                 }
                 Ok(n)
             }
@@ -293,7 +315,7 @@ impl DecompressStage {
 
     /// Largest region gathered for a parallel decode.
     fn region_limit(&self) -> u64 {
-        self.cfg.memory_limit / 4
+        self.cfg.region_limit()
     }
 
     fn take_buffer(&mut self, need: usize) -> Vec<u8> {
@@ -366,9 +388,10 @@ impl DecompressStage {
     fn submit_region(
         &mut self,
         start: u64,
-        buf: Vec<u8>,
+        region: Region,
         out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
+        let buf = region.data();
         let mut at = 0usize;
         let mut bound = 0u64;
         while at < buf.len() {
@@ -413,7 +436,7 @@ impl DecompressStage {
                 pos += e.len;
             }
             self.state = State::Boundary;
-            self.free.push(buf);
+            self.recycle(region);
             return Ok(());
         }
         self.flush_stream_out(out)?;
@@ -429,7 +452,7 @@ impl DecompressStage {
         self.in_flight_cost += cost;
         let job = Job {
             start,
-            input: buf,
+            input: region,
             out: block,
             bound,
             memory_limit: self.cfg.memory_limit,
@@ -444,12 +467,18 @@ impl DecompressStage {
 
     fn handle(&mut self, d: Done, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.in_flight_cost -= d.cost;
-        self.free.push(d.input);
+        self.recycle(d.input);
         d.result?;
         if !d.out.is_empty() {
             out.emit(d.out)?;
         }
         Ok(())
+    }
+
+    fn recycle(&mut self, region: Region) {
+        if let Region::Buf(v) = region {
+            self.free.push(v);
+        }
     }
 
     /// Emits every frame in flight, in order.
@@ -463,6 +492,23 @@ impl DecompressStage {
 
 impl Stage for DecompressStage {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        if matches!(self.state, State::Boundary) && self.hdr.is_empty() {
+            if let Some(n) = format::read_size_frame(block.data()) {
+                let n = n as usize;
+                if n > 0 && block.len() == SIZE_FRAME_LEN + n && (n as u64) <= self.region_limit() {
+                    // Exactly one size frame and its region: no copy.
+                    let start = self.offset;
+                    self.prev_start = start;
+                    self.frames += 1;
+                    self.offset += block.len() as u64;
+                    return self.submit_region(
+                        start + SIZE_FRAME_LEN as u64,
+                        Region::Block(block),
+                        out,
+                    );
+                }
+            }
+        }
         let data = block.data();
         let mut at = 0;
         while at < data.len() {
@@ -534,11 +580,18 @@ fn run_job(job: Job) -> Done {
         bound,
         memory_limit,
     } = job;
-    let cost = input.len() as u64 + bound;
+    let cost = input.data().len() as u64 + bound;
     let result = DCTX.with(|d| {
         let mut d = d.borrow_mut();
         let dctx = d.get_or_insert_with(DCtx::create);
-        decode_region(dctx, start, &input, out.vec_mut(), bound, memory_limit)
+        decode_region(
+            dctx,
+            start,
+            input.data(),
+            out.vec_mut(),
+            bound,
+            memory_limit,
+        )
     });
     if result.is_err() {
         out.vec_mut().clear();

@@ -10,6 +10,7 @@
 //! - [`adapt`]: the `--adapt` level controller.
 //! - [`xxh64`]: the content checksum of zstd frames.
 //! - [`mem`]: in-memory runs of the stages (tests, fuzzing).
+//! - [`source`]: the binary's input (no zero-fill, blocks cut at size frames).
 //! - this file: the command line ([`command`], [`run`], [`CompressArgs`]).
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod compress;
 pub mod decompress;
 pub mod format;
 pub mod mem;
+pub mod source;
 pub mod xxh64;
 
 pub use adapt::AdaptRange;
@@ -27,17 +29,19 @@ pub use format::{looks_like_zstd, SIZE_FRAME_MAGIC, SKIPPABLE_MAGIC_MIN, ZSTD_MA
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
+use source::DirectSource;
 use std::ffi::OsString;
 use std::io::Write;
 use zpipe_core::cancel::Cancel;
-use zpipe_core::pipeline::{self, FdSink, FdSource, PipelineConfig, Sink, Source};
+use zpipe_core::pipeline::{self, FdSink, PipelineConfig, Sink};
 use zpipe_core::pool::Block;
 use zpipe_core::{fdio, Exit};
 
-/// Input block size for decompression.
-const DECOMPRESS_READ_BLOCK: usize = 1 << 20;
-/// Input blocks for decompression.
-const DECOMPRESS_READ_BLOCKS: usize = 8;
+/// Input block size for decompression: one of our frames (4 MiB of input
+/// compresses to at most this) fits, so blocks cut at size frames are reused.
+const DECOMPRESS_READ_BLOCK: usize = compress::DEFAULT_BLOCK_SIZE + (64 << 10);
+/// Input blocks for decompression beyond the frames in flight.
+const DECOMPRESS_SPARE_BLOCKS: usize = 4;
 /// Channel depth between parts for decompression.
 const DECOMPRESS_DEPTH: usize = 2;
 /// Channel depth between parts for compression (blocks are large).
@@ -286,7 +290,6 @@ where
 pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
     let args =
         Args::from_arg_matches(&matches).map_err(|e| zpipe_core::exit::usage(e.to_string()))?;
-    let source = open_input(args.file.as_deref())?;
     let cancel = Cancel::new();
     if args.decompress || args.test {
         if args.adapt || args.block_size.is_some() {
@@ -294,7 +297,14 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
                 "--adapt and --block-size apply to compression, not to -d/-t",
             ));
         }
-        let stage = DecompressStage::new(args.decompress_config())?;
+        let dcfg = args.decompress_config();
+        let max_frame = usize::try_from(dcfg.region_limit()).unwrap_or(usize::MAX);
+        let source = Box::new(DirectSource::frame_aware(
+            open_input(args.file.as_deref())?,
+            max_frame,
+        ));
+        let blocks = dcfg.window() + DECOMPRESS_SPARE_BLOCKS;
+        let stage = DecompressStage::new(dcfg)?;
         let sink: Box<dyn Sink> = if args.test {
             Box::new(NullSink)
         } else {
@@ -303,7 +313,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         };
         let cfg = PipelineConfig {
             block_size: DECOMPRESS_READ_BLOCK,
-            blocks: DECOMPRESS_READ_BLOCKS,
+            blocks,
             depth: DECOMPRESS_DEPTH,
         };
         pipeline::run(&cfg, source, vec![Box::new(stage)], sink, &cancel)?;
@@ -320,6 +330,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         ));
     }
     let ccfg = args.compress_config();
+    let source = Box::new(DirectSource::new(open_input(args.file.as_deref())?));
     let stage = CompressStage::new(ccfg.clone())?;
     let stats = stage.stats();
     let _ = fdio::grow_pipe(fdio::stdout_fd(), PIPE_SIZE);
@@ -366,22 +377,19 @@ pub fn summary(s: &CompressStats, elapsed: std::time::Duration) -> String {
     )
 }
 
-fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn Source>> {
+fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<rustix::fd::OwnedFd> {
     match path {
-        None => Ok(Box::new(stdin_source()?)),
-        Some(p) if p.as_os_str() == "-" => Ok(Box::new(stdin_source()?)),
-        Some(p) => {
+        Some(p) if p.as_os_str() != "-" => {
             let f = std::fs::File::open(p)
                 .with_context(|| format!("cannot open {}", p.display()))
                 .map_err(|e| zpipe_core::exit::usage(format!("{e:#}")))?;
-            Ok(Box::new(FdSource::new(f.into())))
+            Ok(f.into())
+        }
+        _ => {
+            let _ = fdio::grow_pipe(fdio::stdin_fd(), PIPE_SIZE);
+            Ok(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?)
         }
     }
-}
-
-fn stdin_source() -> anyhow::Result<FdSource> {
-    let _ = fdio::grow_pipe(fdio::stdin_fd(), PIPE_SIZE);
-    FdSource::stdin()
 }
 
 /// A sink that discards everything (for `-t`).
