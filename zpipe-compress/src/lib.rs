@@ -50,6 +50,10 @@ const COMPRESS_DEPTH: usize = 1;
 const PIPE_SIZE: usize = 1 << 20;
 
 const LONG_ABOUT: &str = "\
+  zpipe-compress [-1 ... -19] [-T N] [--block-size SIZE] [--adapt] [FILE] > out.zst
+  zpipe-compress -d [-T N] [--memory SIZE] [FILE] > out
+  zpipe-compress -t [FILE]
+
 Compresses standard input (or FILE) to standard output with zstd, on all \
 cores, or decompresses with -d. The output is standard zstd: `zstd -d` and \
 `pzstd -d` decode it, and it is meant to replace `zstd -3 | ssh host zstd -d` \
@@ -66,7 +70,8 @@ already compressed and sent with -c) are detected by a trial compression of \
 a few samples and stored as zstd Raw_Blocks without running the compressor \
 over them, so such streams pass at memory speed and grow by about 0.01%.
 
-Levels: -1 ... -19 as in zstd (the same as --level N), default 3.";
+Levels: -1 ... -19 as in zstd (each is the same as --level N: -19 means \
+--level 19), default 3. -T 0 (the default) uses every core.";
 
 const AFTER_HELP: &str = "\
 Decompression (-d, -t) accepts any standard zstd input: one big frame \
@@ -102,7 +107,8 @@ Examples:
     version,
     about = "Parallel zstd compression and decompression that stays standard zstd",
     long_about = LONG_ABOUT,
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    override_usage = "zpipe-compress [-1 ... -19] [-T N] [--block-size SIZE] [OPTIONS] [FILE]\n       zpipe-compress -d|-t [-T N] [--memory SIZE] [FILE]"
 )]
 pub struct Args {
     /// Decompress (any standard zstd input).
