@@ -9,6 +9,8 @@
 
 pub mod recv;
 pub mod sniff;
-pub mod token;
 
 pub use recv::{command, run, Args};
+/// The OpenZFS resume-token codec (it lives in zsend-wrap, which checks
+/// tokens before resuming a send).
+pub use zsend_wrap::token;

@@ -104,7 +104,8 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    receive(&args, &zfs, &caps)
+    let stdin = rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?;
+    receive_from(&args, &zfs, &caps, stdin)
 }
 
 fn show_token(zfs: &Zfs, dataset: &str) -> anyhow::Result<Exit> {
@@ -175,10 +176,11 @@ impl Stage for Watch {
     }
 }
 
-/// Reads up to `n` bytes of stdin (less only at end of input).
-fn read_prefix(n: usize, cancel: &Cancel) -> anyhow::Result<Vec<u8>> {
+/// Reads up to `n` bytes of `input` (less only at end of input).
+fn read_prefix(input: &OwnedFd, n: usize, cancel: &Cancel) -> anyhow::Result<Vec<u8>> {
+    use rustix::fd::AsFd;
     let mut buf = vec![0u8; n];
-    let got = fdio::read_full(fdio::stdin_fd(), &mut buf, cancel, &mut fdio::NoIdle)?;
+    let got = fdio::read_full(input.as_fd(), &mut buf, cancel, &mut fdio::NoIdle)?;
     buf.truncate(got);
     Ok(buf)
 }
@@ -198,7 +200,9 @@ fn inner_kind(prefix: &[u8]) -> Option<Kind> {
     sniff::kind(&head[..got])
 }
 
-fn receive(args: &Args, zfs: &Zfs, caps: &Caps) -> anyhow::Result<Exit> {
+/// Receives the stream read from `input` into `args.dataset`: sniffs it,
+/// decodes and verifies it in-process, feeds `zfs recv`, checks the result.
+pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyhow::Result<Exit> {
     let mut meter_cfg = args.meter.config()?;
     meter_cfg.tool = "zrecv-wrap".into();
     if meter_cfg.name.is_none() {
@@ -207,7 +211,7 @@ fn receive(args: &Args, zfs: &Zfs, caps: &Caps) -> anyhow::Result<Exit> {
     let buffered = meter_cfg.buffer_blocks().is_some();
     let recv_flags = args.recv_args(caps)?;
     let cancel = Cancel::new();
-    let prefix = read_prefix(zpipe_core::DEFAULT_BLOCK_SIZE, &cancel)?;
+    let prefix = read_prefix(&input, zpipe_core::DEFAULT_BLOCK_SIZE, &cancel)?;
     if prefix.is_empty() {
         return Err(exit::integrity(
             "no input: the stream is empty (did the sender fail?)",
@@ -258,7 +262,7 @@ fn receive(args: &Args, zfs: &Zfs, caps: &Caps) -> anyhow::Result<Exit> {
     argv.push(args.dataset.clone().into());
     let mut child = Child::spawn(&argv, Io::Pipe, Io::Inherit, false)?;
     let stdin = child.take_stdin().context("zfs receive stdin")?;
-    let source = FdSource::stdin()?.with_prefix(prefix);
+    let source = FdSource::new(input).with_prefix(prefix);
     let sink = zsend_wrap::send::output_sink(&meter_handle, OwnedFd::from(stdin), buffered)?;
     let result = pipeline::run(
         &PipelineConfig::default(),

@@ -10,6 +10,7 @@
 
 pub mod remote;
 pub mod send;
+pub mod token;
 pub mod zfs;
 
 pub use send::{command, run, Args};

@@ -227,6 +227,9 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
     }
     let caps = zfs.capabilities()?;
     args.check_caps(&caps, &zfs)?;
+    if let Some(t) = &args.token {
+        check_token(&zfs, t)?;
+    }
     let send_args = args.send_args();
 
     let size = if caps.estimate() && meter_cfg.size.is_none() {
@@ -299,6 +302,43 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         (Ok(()), Err(z), Ok(())) => Err(z),
         (Ok(()), Ok(()), Ok(())) => Ok(Exit::Success),
     }
+}
+
+/// Before `zfs send -t`: the token is valid and its snapshots still exist
+/// on this side with the guids it names; otherwise say what to do.
+pub fn check_token(zfs: &Zfs, text: &str) -> anyhow::Result<crate::token::ResumeToken> {
+    let token = crate::token::decode(text)?;
+    let advice = "discard the partial receive on the destination (zrecv-wrap --abort-partial \
+                  DATASET, i.e. zfs recv -A) and send again";
+    match zfs.guid(&token.toname) {
+        Ok(g) if g == token.toguid => {}
+        Ok(g) => {
+            return Err(exit::usage(format!(
+                "cannot resume: {} now has guid {g}, the token was made for guid {}; {advice}",
+                token.toname, token.toguid
+            )))
+        }
+        Err(_) => {
+            return Err(exit::usage(format!(
+                "cannot resume: the token's snapshot {} no longer exists here; {advice}",
+                token.toname
+            )))
+        }
+    }
+    if let Some(from) = token.fromguid.filter(|&g| g != 0) {
+        let fs = token
+            .toname
+            .split_once('@')
+            .map_or(token.toname.as_str(), |(f, _)| f);
+        let snaps = zfs.snapshots(fs)?;
+        if !snaps.iter().any(|s| s.guid == from) {
+            return Err(exit::usage(format!(
+                "cannot resume: the incremental source (guid {from}) of {} no longer exists here; {advice}",
+                token.toname
+            )));
+        }
+    }
+    Ok(token)
 }
 
 /// The pipeline's sink: the meter's `--buffer` when asked for, else a
