@@ -4,22 +4,26 @@
 //! The compress stage measures, per interval, how long it was blocked handing
 //! finished frames downstream (the output side — a slow link — is the
 //! bottleneck) and how long it waited for workers while it had input for
-//! them (the CPU is the bottleneck). Mostly output-blocked: one level up.
-//! Mostly CPU-bound and never output-blocked: one level down. Neither (input
-//! is the bottleneck): unchanged. So on a fast link the level can only fall
-//! from where it started, and the stream never gets slower than the fixed
-//! level would make it.
+//! them (the CPU is the bottleneck). Output-blocked for more than half of
+//! [`UP_STREAK`] intervals in a row: one level up. CPU-bound and hardly
+//! output-blocked: one level down at once. Neither (input is the
+//! bottleneck): unchanged. A fast link is never output-blocked for long (a
+//! busy machine's scheduling delays block the hand-off for a moment, which
+//! the streak filters out), so there the level can only fall from where it
+//! started, and the stream never gets slower than the fixed level.
 
 use std::time::{Duration, Instant};
 
 /// How often the controller decides.
 pub const ADAPT_INTERVAL: Duration = Duration::from_millis(200);
-/// Share of an interval spent blocked on output that raises the level.
-pub const OUTPUT_BOUND_SHARE: f64 = 0.25;
+/// Share of an interval spent blocked on output that counts towards raising.
+pub const OUTPUT_BOUND_SHARE: f64 = 0.5;
+/// Output-bound intervals in a row that raise the level by one.
+pub const UP_STREAK: u32 = 3;
 /// Share of an interval spent waiting for workers that lowers the level.
 pub const CPU_BOUND_SHARE: f64 = 0.25;
 /// Output-blocked share below which a CPU-bound interval may lower the level.
-pub const OUTPUT_IDLE_SHARE: f64 = 0.05;
+pub const OUTPUT_IDLE_SHARE: f64 = 0.1;
 
 /// Levels the controller may choose, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,7 @@ pub struct Adapt {
     since: Instant,
     output_wait: Duration,
     cpu_wait: Duration,
+    streak: u32,
 }
 
 impl Adapt {
@@ -49,6 +54,7 @@ impl Adapt {
             since: now,
             output_wait: Duration::ZERO,
             cpu_wait: Duration::ZERO,
+            streak: 0,
         }
     }
 
@@ -77,9 +83,16 @@ impl Adapt {
         let out = self.output_wait.as_secs_f64() / secs;
         let cpu = self.cpu_wait.as_secs_f64() / secs;
         if out > OUTPUT_BOUND_SHARE {
-            self.level = (self.level + 1).min(self.range.max);
-        } else if cpu > CPU_BOUND_SHARE && out < OUTPUT_IDLE_SHARE {
-            self.level = (self.level - 1).max(self.range.min);
+            self.streak += 1;
+            if self.streak >= UP_STREAK {
+                self.level = (self.level + 1).min(self.range.max);
+                self.streak = 0;
+            }
+        } else {
+            self.streak = 0;
+            if cpu > CPU_BOUND_SHARE && out < OUTPUT_IDLE_SHARE {
+                self.level = (self.level - 1).max(self.range.min);
+            }
         }
         self.since = now;
         self.output_wait = Duration::ZERO;
@@ -98,8 +111,8 @@ mod tests {
     fn blocked_output_raises_the_level_up_to_the_maximum() {
         let t0 = Instant::now();
         let mut a = Adapt::new(RANGE, 3, t0);
-        for i in 1..=20 {
-            a.output_waited(ADAPT_INTERVAL / 2);
+        for i in 1..=40 {
+            a.output_waited(ADAPT_INTERVAL * 9 / 10);
             a.tick(t0 + ADAPT_INTERVAL * i);
         }
         assert_eq!(a.level(), 9);
@@ -114,6 +127,19 @@ mod tests {
             a.tick(t0 + ADAPT_INTERVAL * i);
         }
         assert_eq!(a.level(), 1);
+    }
+
+    #[test]
+    fn isolated_output_stalls_do_not_raise_the_level() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0);
+        for i in 1..=30 {
+            if i % UP_STREAK != 0 {
+                a.output_waited(ADAPT_INTERVAL * 9 / 10);
+            }
+            a.tick(t0 + ADAPT_INTERVAL * i);
+        }
+        assert_eq!(a.level(), 3);
     }
 
     #[test]

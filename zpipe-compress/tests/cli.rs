@@ -174,10 +174,22 @@ fn slow_drain(mut out: impl Read, rate: usize) -> usize {
     }
 }
 
+/// Runs --adapt with stdout read at `rate` bytes/s, or (None) sent to
+/// /dev/null, the fastest consumer there is.
 fn adapt_run(input: Vec<u8>, rate: Option<usize>) -> String {
+    adapt_run_at(input, rate, "3")
+}
+
+fn adapt_run_at(input: Vec<u8>, rate: Option<usize>, level: &str) -> String {
+    let stdout = match rate {
+        Some(_) => Stdio::piped(),
+        None => Stdio::from(std::fs::File::create("/dev/null").unwrap()),
+    };
     let mut child = Command::new(BIN)
         .args([
             "--adapt",
+            "--level",
+            level,
             "-v",
             "-T2",
             "--block-size",
@@ -186,7 +198,7 @@ fn adapt_run(input: Vec<u8>, rate: Option<usize>) -> String {
             "12",
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,10 +206,10 @@ fn adapt_run(input: Vec<u8>, rate: Option<usize>) -> String {
     let feeder = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || match rate {
-        Some(r) => slow_drain(out, r),
-        None => slow_drain(out, usize::MAX / 2),
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || match (out, rate) {
+        (Some(o), Some(r)) => slow_drain(o, r),
+        _ => 0,
     });
     let mut err = String::new();
     child
@@ -212,8 +224,8 @@ fn adapt_run(input: Vec<u8>, rate: Option<usize>) -> String {
     err
 }
 
-fn max_level(summary: &str) -> i32 {
-    let i = summary.find("max ").expect("summary has levels") + 4;
+fn level_after(summary: &str, key: &str) -> i32 {
+    let i = summary.find(key).expect("summary has levels") + key.len();
     summary[i..]
         .trim_end_matches(|c: char| !c.is_ascii_digit())
         .split(|c: char| !c.is_ascii_digit())
@@ -221,6 +233,18 @@ fn max_level(summary: &str) -> i32 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+fn max_level(summary: &str) -> i32 {
+    level_after(summary, "max ")
+}
+
+#[test]
+fn adapt_lowers_the_level_when_the_cpu_is_the_bottleneck() {
+    // Level 12 on two threads cannot keep up with a pipe from memory.
+    let err = adapt_run_at(text(24 << 20, 12), None, "12");
+    assert!(level_after(&err, "(min ") < 12, "{err}");
+    assert!(max_level(&err) <= 12, "{err}");
 }
 
 #[test]
