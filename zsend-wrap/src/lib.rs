@@ -10,6 +10,7 @@
 
 pub mod remote;
 pub mod send;
+pub mod serve;
 pub mod token;
 pub mod zfs;
 

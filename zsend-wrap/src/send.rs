@@ -121,8 +121,21 @@ pub struct Args {
     /// Meter: progress, rate limit, buffer, stall watchdog.
     #[command(flatten)]
     pub meter: zpipe_meter::MeterArgs,
+    /// Serve mode: run as an ssh forced command that allows only what pull replication needs
+    /// (reads SSH_ORIGINAL_COMMAND; see docs/PULL.md).
+    #[arg(long, requires = "allow", conflicts_with_all = ["to", "snapshot", "token"], help_heading = "Serve mode")]
+    pub serve: bool,
+    /// Serve mode: a dataset the client may list and send, with its children (repeatable).
+    #[arg(long, value_name = "DATASET", requires = "serve", help_heading = "Serve mode")]
+    pub allow: Vec<String>,
+    /// Serve mode: also allow taking snapshots (zfs snapshot DATASET@NAME).
+    #[arg(long, requires = "serve", help_heading = "Serve mode")]
+    pub allow_snapshot: bool,
+    /// Serve mode: also allow destroying single snapshots (zfs destroy DATASET@SNAP).
+    #[arg(long, requires = "serve", help_heading = "Serve mode")]
+    pub allow_prune: bool,
     /// The snapshot to send.
-    #[arg(value_name = "SNAPSHOT", required_unless_present = "token")]
+    #[arg(value_name = "SNAPSHOT", required_unless_present_any = ["token", "serve"])]
     pub snapshot: Option<String>,
 }
 
@@ -134,6 +147,9 @@ pub fn command() -> clap::Command {
 /// Runs `zsend-wrap` with parsed arguments.
 pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
     let args = Args::from_arg_matches(&matches)?;
+    if args.serve {
+        return crate::serve::serve(&args);
+    }
     send(&args)
 }
 
