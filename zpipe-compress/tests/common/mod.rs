@@ -106,3 +106,13 @@ pub fn random(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Bytes drawn from 64 symbols: compressible (about 6 bits a byte) but with
+/// little for the match finder, so it costs little CPU at any level.
+pub fn base64ish(n: usize, seed: u64) -> Vec<u8> {
+    const SYMBOLS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    random(n, seed)
+        .iter()
+        .map(|b| SYMBOLS[usize::from(b & 63)])
+        .collect()
+}
