@@ -211,9 +211,9 @@ fn every_flipped_byte_in_our_stream_is_caught() {
     let z = zc_ok(&["--block-size", "128K", "--no-raw"], &data[..9_000]);
     let starts: Vec<usize> = frames(&z).iter().map(|f| f.0).collect();
     for pos in 0..z.len() {
-        for bit in [0x01, 0x80] {
-            check_flip(&z, &data[..9_000], pos, bit, &starts);
-        }
+        // Low and high bits alternately (each run spins up a pipeline).
+        let bit = if pos % 2 == 0 { 0x01 } else { 0x80 };
+        check_flip(&z, &data[..9_000], pos, bit, &starts);
     }
     // Raw frames: headers exhaustively, payload sampled.
     let z = zc_ok(&["--block-size", "128K"], &data[9_000..]);
