@@ -19,8 +19,15 @@ export PATH="$root/target/release:$PATH"
 work=$(mktemp -d /tmp/zpipe-demo.XXXXXX)
 pools=()
 cleanup() {
-  for p in "${pools[@]}"; do zpool destroy -f "$p" 2>/dev/null || true; done
-  rm -rf "$work"
+  local kept=0
+  for p in "${pools[@]}"; do
+    # zfs-fuse may still be busy with a just-finished receive: retry.
+    for _ in 1 2 3 4 5; do zpool destroy -f "$p" 2>/dev/null && break; sleep 1; done
+    if zpool list "$p" >/dev/null 2>&1; then
+      echo "demo: could not destroy pool $p; keeping $work" >&2; kept=1
+    fi
+  done
+  [ "$kept" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
