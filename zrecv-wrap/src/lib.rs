@@ -7,6 +7,8 @@
 //! stream announced; an interrupted receive prints its resume token and the
 //! command that resumes it.
 
+pub mod prune;
+pub mod pull;
 pub mod recv;
 pub mod sniff;
 

@@ -15,7 +15,7 @@ use zpipe_verify::zfs::Follower;
 use zsend_wrap::zfs::{Caps, Zfs};
 
 /// Command-line flags of `zrecv-wrap`.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "zrecv-wrap",
     version,
@@ -29,12 +29,28 @@ use zsend_wrap::zfs::{Caps, Zfs};
         resumes the transfer, and exits 4.",
     after_help = "Examples:\n  zsend-wrap tank/home@today | ssh backup zrecv-wrap pool/home\n  \
         zrecv-wrap --resume-token pool/home        # show the partial receive's token, decoded\n  \
-        zrecv-wrap --abort-partial pool/home       # discard it (zfs recv -A)\n\n\
-        Exit codes: 0 ok, 1 usage, 2 integrity, 3 I/O, 4 zfs or ssh failed, 130/143 signals."
+        zrecv-wrap --abort-partial pool/home       # discard it (zfs recv -A)\n  \
+        zrecv-wrap --from backup@nas:tank/home --snapshot 'zpipe-%Y%m%d-%H%M' --prune-older-than 30d pool/home\n  \
+        zrecv-wrap --from backup@nas:tank/home --check pool/home   # exit 2 when behind\n\n\
+        Pull mode (--from): one replication run. Takes a snapshot on the source when --snapshot \
+        is given; lists both sides' snapshots with guids and finds the newest common snapshot by \
+        guid (never by name); resumes a partial receive whose token still matches the source, or \
+        discards it (zfs recv -A); refuses (exit 1) when the destination has diverged (snapshots \
+        after the common one that the source lacks, or changes since it where zfs reports \
+        `written`) unless --force, which rolls back to the common snapshot and says what it \
+        discards; then sends full, -I (default) or -i through `ssh HOST zsend-wrap …` (plain `zfs \
+        send` when the source has no zsend-wrap: exit 127), and prunes snapshots whose names \
+        (in the --snapshot format) are older than --prune-older-than here and \
+        --prune-source-older-than on the source, never the newest common snapshot and never a \
+        held one (userrefs > 0). In pull mode --json FILE writes the run summary (steps, bytes, \
+        seconds, pruned snapshots, result) instead of the meter's statistics. The source side \
+        can be locked down with `zsend-wrap --serve` as a forced command: see docs/PULL.md.\n\n\
+        Exit codes: 0 ok, 1 usage or refused (diverged destination), 2 integrity (also: --check \
+        found the newest source snapshot missing here), 3 I/O, 4 zfs or ssh failed, 130/143 signals."
 )]
 pub struct Args {
     /// Roll back the destination to its newest snapshot first, destroying what differs (zfs recv -F).
-    #[arg(short = 'F')]
+    #[arg(short = 'F', long = "force")]
     pub force: bool,
     /// Do not mount the received file system (zfs recv -u).
     #[arg(short = 'u')]
@@ -72,6 +88,42 @@ pub struct Args {
     /// Meter: progress, rate limit, buffer, stall watchdog.
     #[command(flatten)]
     pub meter: zpipe_meter::MeterArgs,
+    /// Pull mode: replicate DATASET of HOST (over ssh) into DATASET here; see below.
+    #[arg(long, value_name = "[USER@]HOST:DATASET", conflicts_with_all = ["resume_token", "abort_partial"], help_heading = "Pull mode")]
+    pub from: Option<String>,
+    /// Pull mode: take a snapshot on the source first, named by this strftime FORMAT (e.g. zpipe-%Y%m%d-%H%M); also the name format pruning reads.
+    #[arg(long, value_name = "FORMAT", requires = "from", help_heading = "Pull mode")]
+    pub snapshot: Option<String>,
+    /// Pull mode: the time taken as "now" for snapshot names and pruning (RFC 3339 or @EPOCH), e.g. for tests.
+    #[arg(long, value_name = "TIME", requires = "from", help_heading = "Pull mode")]
+    pub snapshot_time: Option<String>,
+    /// Pull mode: incremental sends with every intermediate snapshot (I) or only the newest (i).
+    #[arg(long, value_name = "i|I", default_value = "I", value_parser = ["i", "I"], help_heading = "Pull mode")]
+    pub incremental_mode: String,
+    /// Pull mode: the zsend-wrap command on the source; plain zfs send is used when it is not found there.
+    #[arg(long, value_name = "COMMAND", default_value = "zsend-wrap", help_heading = "Pull mode")]
+    pub remote_zsend: String,
+    /// Pull mode: the zfs command on the source (split into words), e.g. "sudo zfs".
+    #[arg(long, value_name = "COMMAND", default_value = "zfs", help_heading = "Pull mode")]
+    pub remote_zfs: String,
+    /// Pull mode: the ssh command (split into words, no shell), e.g. "ssh -p 2222 -i key".
+    #[arg(long, value_name = "COMMAND", requires = "from", help_heading = "Pull mode")]
+    pub ssh: Option<String>,
+    /// Pull mode: ssh cipher (default: AES-GCM when the CPU has AES instructions, unless --ssh sets one).
+    #[arg(long, value_name = "CIPHER", requires = "from", help_heading = "Pull mode")]
+    pub ssh_cipher: Option<String>,
+    /// Pull mode: print the plan (snapshot, sends, resume, pruning) and change nothing.
+    #[arg(long, requires = "from", help_heading = "Pull mode")]
+    pub dry_run: bool,
+    /// Pull mode: only compare the snapshot lists by guid; exit 2 when the newest source snapshot is missing here.
+    #[arg(long, requires = "from", help_heading = "Pull mode")]
+    pub check: bool,
+    /// Pull mode: destroy snapshots here whose name (in the --snapshot format) is older than DUR, e.g. 30d.
+    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "snapshot", help_heading = "Pull mode")]
+    pub prune_older_than: Option<std::time::Duration>,
+    /// Pull mode: the same on the source (zfs destroy through ssh; serve mode needs --allow-prune).
+    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "snapshot", help_heading = "Pull mode")]
+    pub prune_source_older_than: Option<std::time::Duration>,
     /// The dataset (or snapshot) to receive into.
     #[arg(value_name = "DATASET")]
     pub dataset: String,
@@ -85,6 +137,9 @@ pub fn command() -> clap::Command {
 /// Runs `zrecv-wrap` with parsed arguments.
 pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
     let args = Args::from_arg_matches(&matches)?;
+    if args.from.is_some() {
+        return crate::pull::pull(&args);
+    }
     let zfs = Zfs::from_option(args.zfs.as_deref())?;
     if args.resume_token {
         return show_token(&zfs, &args.dataset);
