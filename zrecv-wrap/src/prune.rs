@@ -12,6 +12,12 @@
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
 use zpipe_core::exit;
 
+/// User property pull mode sets on destination snapshots it has proven (by
+/// guid) to be copies of source snapshots. A snapshot after the common one
+/// that carries it was deleted on the source since; one without it was
+/// made on the destination.
+pub const PULLED_PROP: &str = "zpipe:pulled";
+
 /// One snapshot with the properties pull mode lists
 /// ([`zsend_wrap::serve::SNAPSHOT_PROPS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +32,8 @@ pub struct SnapInfo {
     pub creation: u64,
     /// Number of user holds.
     pub userrefs: u64,
+    /// Marked with [`PULLED_PROP`] (destination side only).
+    pub pulled: bool,
 }
 
 impl SnapInfo {
@@ -49,9 +57,6 @@ pub fn parse_list(text: &str) -> anyhow::Result<Vec<SnapInfo>> {
         if !name.contains('@') {
             continue;
         }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| exit::child(format!("zfs get printed {prop}={value:?} for {name}")))?;
         let idx = match snaps.iter().position(|s| s.name == name) {
             Some(i) => i,
             None => {
@@ -61,11 +66,19 @@ pub fn parse_list(text: &str) -> anyhow::Result<Vec<SnapInfo>> {
                     createtxg: 0,
                     creation: 0,
                     userrefs: 0,
+                    pulled: false,
                 });
                 snaps.len() - 1
             }
         };
         let s = &mut snaps[idx];
+        if prop == PULLED_PROP {
+            s.pulled = !matches!(value, "" | "-");
+            continue;
+        }
+        let n: u64 = value
+            .parse()
+            .map_err(|_| exit::child(format!("zfs get printed {prop}={value:?} for {name}")))?;
         match prop {
             "guid" => s.guid = n,
             "createtxg" => s.createtxg = n,
@@ -171,6 +184,7 @@ mod tests {
             createtxg: guid,
             creation: 0,
             userrefs,
+            pulled: false,
         }
     }
 
@@ -232,11 +246,12 @@ mod tests {
 
     #[test]
     fn list_rows_with_userrefs() {
-        let text = "p/ds\tguid\t1\np/ds\tuserrefs\t-\np/ds@b\tguid\t9\np/ds@b\tcreatetxg\t20\np/ds@b\tuserrefs\t2\np/ds@a\tguid\t8\np/ds@a\tcreatetxg\t10\n";
+        let text = "p/ds\tguid\t1\np/ds\tuserrefs\t-\np/ds@a\tzpipe:pulled\th:x\np/ds@b\tzpipe:pulled\t-\np/ds@b\tguid\t9\np/ds@b\tcreatetxg\t20\np/ds@b\tuserrefs\t2\np/ds@a\tguid\t8\np/ds@a\tcreatetxg\t10\n";
         let s = parse_list(text).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].short_name(), "a");
         assert_eq!(s[1].userrefs, 2);
+        assert!(s[0].pulled && !s[1].pulled);
         assert!(parse_list("garbage").is_err());
     }
 }

@@ -198,6 +198,14 @@ impl<'a> Pull<'a> {
         })
     }
 
+    /// The name format pruning reads: `--prune-format`, else `--snapshot`.
+    fn prune_format(&self) -> Option<String> {
+        self.args
+            .prune_format
+            .clone()
+            .or_else(|| self.args.snapshot.clone())
+    }
+
     fn dst(&self) -> &str {
         &self.args.dataset
     }
@@ -218,13 +226,22 @@ impl<'a> Pull<'a> {
         if self.args.check {
             return self.check();
         }
+        let pruning =
+            self.args.prune_older_than.is_some() || self.args.prune_source_older_than.is_some();
+        if pruning && self.prune_format().is_none() {
+            return Err(exit::usage(
+                "pruning needs the name format: --snapshot FORMAT or --prune-format FORMAT",
+            ));
+        }
         let dry = self.args.dry_run;
         // 1. The new source snapshot.
         let mut taken: Option<SnapInfo> = None;
         if let Some(fmt) = self.args.snapshot.clone() {
             let short = prune::format_name(&self.now, &fmt)?;
             if (self.args.prune_older_than.is_some() || self.args.prune_source_older_than.is_some())
-                && prune::name_time(&short, &fmt).is_none()
+                && self
+                    .prune_format()
+                    .is_some_and(|p| prune::name_time(&short, &p).is_none())
             {
                 return Err(exit::usage(format!(
                     "--snapshot: names made by '{fmt}' (e.g. '{short}') cannot be read back for \
@@ -240,6 +257,7 @@ impl<'a> Pull<'a> {
                     createtxg: u64::MAX,
                     creation: self.now.timestamp().max(0) as u64,
                     userrefs: 0,
+                    pulled: false,
                 });
             } else {
                 self.remote_zfs_run(&["snapshot".to_string(), name.clone()])?;
@@ -269,73 +287,7 @@ impl<'a> Pull<'a> {
         self.report.common = common.as_ref().map(|c| c.name.clone());
         let mut force = self.args.force;
         match &common_dst {
-            Some(c) => {
-                let foreign: Vec<SnapInfo> = dst
-                    .iter()
-                    .filter(|d| d.createtxg > c.createtxg)
-                    .cloned()
-                    .collect();
-                let written = if foreign.is_empty() && self.zfs.exists(self.dst()) {
-                    self.written()
-                } else {
-                    None
-                };
-                let changed = written.is_some_and(|w| w > 0);
-                if !foreign.is_empty() || changed {
-                    let mut what = Vec::new();
-                    if !foreign.is_empty() {
-                        let names: Vec<&str> = foreign.iter().map(SnapInfo::short_name).collect();
-                        what.push(format!(
-                            "snapshots the source does not have ({})",
-                            names.join(", ")
-                        ));
-                    }
-                    if let Some(w) = written.filter(|&w| w > 0) {
-                        what.push(format!(
-                            "{} written since {}",
-                            zpipe_core::parse::human_bytes(w),
-                            c.short_name()
-                        ));
-                    }
-                    let what = what.join(" and ");
-                    if !force {
-                        return Err(exit::usage(format!(
-                            "{} has diverged from {}:{} after the common snapshot {} (guid {}): it \
-                             has {what}; refusing to overwrite it. Re-run with --force to roll it \
-                             back to {}, destroying that, or replicate into another dataset",
-                            self.dst(),
-                            self.src.host,
-                            self.src.dataset,
-                            c.short_name(),
-                            c.guid,
-                            c.name
-                        )));
-                    }
-                    self.report.discarded = foreign.iter().map(|s| s.name.clone()).collect();
-                    if written.is_some_and(|w| w > 0) {
-                        self.report
-                            .discarded
-                            .push(format!("changes since {}", c.name));
-                    }
-                    if dry {
-                        self.plan(&format!("rollback -r {} (--force discards {what})", c.name));
-                    } else {
-                        self.note(&format!(
-                            "--force: rolling back {} to {}, discarding {what}",
-                            self.dst(),
-                            c.short_name()
-                        ));
-                        self.zfs.run(["rollback", "-r", c.name.as_str()])?;
-                    }
-                    dst.retain(|d| d.createtxg <= c.createtxg);
-                } else if force {
-                    self.note(&format!(
-                        "--force: zfs recv -F discards any change on {} since {}",
-                        self.dst(),
-                        c.short_name()
-                    ));
-                }
-            }
+            Some(c) => self.settle_divergence(c, &mut dst)?,
             None if !dst.is_empty() => {
                 let names: Vec<&str> = dst.iter().map(SnapInfo::short_name).collect();
                 return Err(exit::usage(format!(
@@ -393,6 +345,9 @@ impl<'a> Pull<'a> {
                 newest.guid
             )));
         }
+        if !dry {
+            self.mark_pulled(&dst_after, &src);
+        }
         // 7. Pruning.
         self.prune(&mut dst_after, &src, newest.guid)?;
         if !dry {
@@ -406,6 +361,117 @@ impl<'a> Pull<'a> {
             ));
         }
         Ok(Exit::Success)
+    }
+
+    /// Decides what happens to the destination's state after the common
+    /// snapshot `c`: snapshots made there, or changes (`written`), are a
+    /// divergence, refused without `--force`; copies of snapshots the
+    /// source has deleted since (marked [`prune::PULLED_PROP`]) are rolled
+    /// back, with a note, so the run continues from `c`.
+    fn settle_divergence(&mut self, c: &SnapInfo, dst: &mut Vec<SnapInfo>) -> anyhow::Result<()> {
+        let newer: Vec<SnapInfo> = dst
+            .iter()
+            .filter(|d| d.createtxg > c.createtxg)
+            .cloned()
+            .collect();
+        let (gone, foreign): (Vec<&SnapInfo>, Vec<&SnapInfo>) =
+            newer.iter().partition(|d| d.pulled);
+        let written = self.written().filter(|&w| w > 0);
+        let names = |v: &[&SnapInfo]| {
+            v.iter()
+                .map(|s| s.short_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut what = Vec::new();
+        if !foreign.is_empty() {
+            what.push(format!(
+                "snapshots made there that the source does not have ({})",
+                names(&foreign)
+            ));
+        }
+        if let Some(w) = written {
+            let newest = dst.last().map_or("", |d| d.short_name());
+            what.push(format!(
+                "{} written since {newest}",
+                zpipe_core::parse::human_bytes(w)
+            ));
+        }
+        if !what.is_empty() && !self.args.force {
+            return Err(exit::usage(format!(
+                "{} has diverged from {}:{} after the common snapshot {} (guid {}): it has {}; \
+                 refusing to overwrite it. Re-run with --force to roll it back to {}, destroying \
+                 that, or replicate into another dataset",
+                self.dst(),
+                self.src.host,
+                self.src.dataset,
+                c.short_name(),
+                c.guid,
+                what.join(" and "),
+                c.name
+            )));
+        }
+        if newer.is_empty() && what.is_empty() {
+            if self.args.force {
+                self.note(&format!(
+                    "--force: zfs recv -F discards any change on {} since {}",
+                    self.dst(),
+                    c.short_name()
+                ));
+            }
+            return Ok(());
+        }
+        if !gone.is_empty() {
+            what.push(format!(
+                "the copies of {} (deleted on the source since they were pulled)",
+                names(&gone)
+            ));
+        }
+        let what = what.join(" and ");
+        self.report.discarded = newer.iter().map(|s| s.name.clone()).collect();
+        if written.is_some() {
+            self.report
+                .discarded
+                .push(format!("changes on {}", self.dst()));
+        }
+        let why = if self.args.force { "--force: " } else { "" };
+        if self.args.dry_run {
+            self.plan(&format!("rollback -r {} ({why}discards {what})", c.name));
+        } else {
+            self.note(&format!(
+                "{why}rolling back {} to {}, discarding {what}",
+                self.dst(),
+                c.short_name()
+            ));
+            self.zfs.run(["rollback", "-r", c.name.as_str()])?;
+        }
+        dst.retain(|d| d.createtxg <= c.createtxg);
+        Ok(())
+    }
+
+    /// Marks the destination's copies of source snapshots with
+    /// [`prune::PULLED_PROP`] (a failure is only a note: the mark is what
+    /// tells a snapshot deleted on the source from one made here).
+    fn mark_pulled(&mut self, dst: &[SnapInfo], src: &[SnapInfo]) {
+        let value = format!(
+            "{}={}:{}",
+            prune::PULLED_PROP,
+            self.src.host,
+            self.src.dataset
+        );
+        for d in dst.iter().filter(|d| !d.pulled) {
+            if !src.iter().any(|s| s.guid == d.guid) {
+                continue;
+            }
+            if let Err(e) = self.zfs.run(["set", value.as_str(), d.name.as_str()]) {
+                self.note(&format!(
+                    "cannot mark {} as pulled (zfs allow userprop?): {}",
+                    d.name,
+                    exit::one_line(&e)
+                ));
+                return;
+            }
+        }
     }
 
     /// `--check`: the newest source snapshot must be here (by guid), and
@@ -533,7 +599,10 @@ impl<'a> Pull<'a> {
         if !self.zfs.exists(self.dst()) {
             return Ok(Vec::new());
         }
-        prune::parse_list(&self.zfs.run(serve::list_args(self.dst()))?)
+        let mut words = serve::list_args(self.dst());
+        let props = words.len() - 2;
+        words[props] = format!("{},{}", serve::SNAPSHOT_PROPS, prune::PULLED_PROP);
+        prune::parse_list(&self.zfs.run(words)?)
     }
 
     /// The source's snapshots, through ssh.
@@ -685,8 +754,13 @@ impl<'a> Pull<'a> {
         src: &[SnapInfo],
         protect: u64,
     ) -> anyhow::Result<()> {
-        let Some(fmt) = self.args.snapshot.clone() else {
+        if self.args.prune_older_than.is_none() && self.args.prune_source_older_than.is_none() {
             return Ok(());
+        }
+        let Some(fmt) = self.prune_format() else {
+            return Err(exit::usage(
+                "pruning needs the name format: --snapshot FORMAT or --prune-format FORMAT",
+            ));
         };
         let dry = self.args.dry_run;
         if let Some(age) = self.args.prune_older_than {
@@ -859,6 +933,7 @@ mod tests {
             createtxg: txg,
             creation: 0,
             userrefs: 0,
+            pulled: false,
         }
     }
 

@@ -118,11 +118,14 @@ pub struct Args {
     /// Pull mode: only compare the snapshot lists by guid; exit 2 when the newest source snapshot is missing here.
     #[arg(long, requires = "from", help_heading = "Pull mode")]
     pub check: bool,
-    /// Pull mode: destroy snapshots here whose name (in the --snapshot format) is older than DUR, e.g. 30d.
-    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "snapshot", help_heading = "Pull mode")]
+    /// Pull mode: the strftime format of snapshot names that pruning reads (default: the --snapshot format).
+    #[arg(long, value_name = "FORMAT", requires = "from", help_heading = "Pull mode")]
+    pub prune_format: Option<String>,
+    /// Pull mode: destroy snapshots here whose name (in the --snapshot or --prune-format format) is older than DUR, e.g. 30d.
+    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "from", help_heading = "Pull mode")]
     pub prune_older_than: Option<std::time::Duration>,
     /// Pull mode: the same on the source (zfs destroy through ssh; serve mode needs --allow-prune).
-    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "snapshot", help_heading = "Pull mode")]
+    #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "from", help_heading = "Pull mode")]
     pub prune_source_older_than: Option<std::time::Duration>,
     /// The dataset (or snapshot) to receive into.
     #[arg(value_name = "DATASET")]
