@@ -92,25 +92,55 @@ pub struct Args {
     #[arg(long, value_name = "[USER@]HOST:DATASET", conflicts_with_all = ["resume_token", "abort_partial"], help_heading = "Pull mode")]
     pub from: Option<String>,
     /// Pull mode: take a snapshot on the source first, named by this strftime FORMAT (e.g. zpipe-%Y%m%d-%H%M); also the name format pruning reads.
-    #[arg(long, value_name = "FORMAT", requires = "from", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        requires = "from",
+        help_heading = "Pull mode"
+    )]
     pub snapshot: Option<String>,
     /// Pull mode: the time taken as "now" for snapshot names and pruning (RFC 3339 or @EPOCH), e.g. for tests.
-    #[arg(long, value_name = "TIME", requires = "from", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        requires = "from",
+        help_heading = "Pull mode"
+    )]
     pub snapshot_time: Option<String>,
     /// Pull mode: incremental sends with every intermediate snapshot (I) or only the newest (i).
     #[arg(long, value_name = "i|I", default_value = "I", value_parser = ["i", "I"], help_heading = "Pull mode")]
     pub incremental_mode: String,
     /// Pull mode: the zsend-wrap command on the source; plain zfs send is used when it is not found there.
-    #[arg(long, value_name = "COMMAND", default_value = "zsend-wrap", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        default_value = "zsend-wrap",
+        help_heading = "Pull mode"
+    )]
     pub remote_zsend: String,
     /// Pull mode: the zfs command on the source (split into words), e.g. "sudo zfs".
-    #[arg(long, value_name = "COMMAND", default_value = "zfs", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        default_value = "zfs",
+        help_heading = "Pull mode"
+    )]
     pub remote_zfs: String,
     /// Pull mode: the ssh command (split into words, no shell), e.g. "ssh -p 2222 -i key".
-    #[arg(long, value_name = "COMMAND", requires = "from", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        requires = "from",
+        help_heading = "Pull mode"
+    )]
     pub ssh: Option<String>,
     /// Pull mode: ssh cipher (default: AES-GCM when the CPU has AES instructions, unless --ssh sets one).
-    #[arg(long, value_name = "CIPHER", requires = "from", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "CIPHER",
+        requires = "from",
+        help_heading = "Pull mode"
+    )]
     pub ssh_cipher: Option<String>,
     /// Pull mode: print the plan (snapshot, sends, resume, pruning) and change nothing.
     #[arg(long, requires = "from", help_heading = "Pull mode")]
@@ -119,7 +149,12 @@ pub struct Args {
     #[arg(long, requires = "from", help_heading = "Pull mode")]
     pub check: bool,
     /// Pull mode: the strftime format of snapshot names that pruning reads (default: the --snapshot format).
-    #[arg(long, value_name = "FORMAT", requires = "from", help_heading = "Pull mode")]
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        requires = "from",
+        help_heading = "Pull mode"
+    )]
     pub prune_format: Option<String>,
     /// Pull mode: destroy snapshots here whose name (in the --snapshot or --prune-format format) is older than DUR, e.g. 30d.
     #[arg(long, value_name = "DUR", value_parser = zpipe_core::parse::duration, requires = "from", help_heading = "Pull mode")]
@@ -167,6 +202,11 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
 }
 
 fn show_token(zfs: &Zfs, dataset: &str) -> anyhow::Result<Exit> {
+    if !zfs.exists(dataset) {
+        return Err(exit::usage(format!(
+            "{dataset} does not exist, so it holds no partial receive"
+        )));
+    }
     match zfs.resume_token(dataset)? {
         None => Err(exit::usage(format!(
             "{dataset} holds no partial receive (no resume token)"

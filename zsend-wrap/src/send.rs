@@ -126,7 +126,12 @@ pub struct Args {
     #[arg(long, requires = "allow", conflicts_with_all = ["to", "snapshot", "token"], help_heading = "Serve mode")]
     pub serve: bool,
     /// Serve mode: a dataset the client may list and send, with its children (repeatable).
-    #[arg(long, value_name = "DATASET", requires = "serve", help_heading = "Serve mode")]
+    #[arg(
+        long,
+        value_name = "DATASET",
+        requires = "serve",
+        help_heading = "Serve mode"
+    )]
     pub allow: Vec<String>,
     /// Serve mode: also allow taking snapshots (zfs snapshot DATASET@NAME).
     #[arg(long, requires = "serve", help_heading = "Serve mode")]
@@ -395,7 +400,7 @@ struct SendStages {
     meter: zpipe_meter::MeterHandle,
 }
 
-/// Builds verify-encode → meter → [compress].
+/// Builds meter → verify-encode → [compress].
 fn build_stages(
     args: &Args,
     meter_cfg: zpipe_meter::MeterConfig,
@@ -406,16 +411,15 @@ fn build_stages(
         frame_size: args.frame_size as usize,
         ..zpipe_verify::VerifyConfig::default()
     };
-    let (encode, abort) = zpipe_verify::EncodeStage::new(vcfg);
-    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(encode)];
-    // The meter sees the stream before compression, so its count, size
-    // estimate and ETA are in the units `zfs send -nvP` reports.
+    // The meter sees the zfs stream itself, so its count, the `zfs send
+    // -nvP` size and the ETA are in the same units; `--buffer` is the sink.
     let (meter, handle) =
         zpipe_meter::MeterStage::new(meter_cfg, zpipe_meter::ProgressTarget::Stderr, cancel)?;
     if let Some(s) = size {
         handle.set_size(s);
     }
-    stages.push(Box::new(meter));
+    let (encode, abort) = zpipe_verify::EncodeStage::new(vcfg);
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(meter), Box::new(encode)];
     let compress = match args.compression() {
         CompressChoice::Off => None,
         CompressChoice::Level(level) => Some(zpipe_compress::CompressConfig {
