@@ -7,8 +7,12 @@
 //! on it: the first call to [`bin`] (or [`ensure_bins_built`]) in a process
 //! runs `cargo build --workspace --bins` once, with the same cargo, target
 //! directory and profile as the running test. That is a no-op when they are
-//! current, and it is safe while `cargo test` runs: cargo holds the build
-//! lock only while compiling, not while the test binaries run.
+//! current, and right after `cargo test --workspace` it only builds the
+//! missing binaries: the whole workspace resolves to the same features, so
+//! every library is reused (narrowing it, e.g. `--exclude xtask`, changes
+//! the features and rebuilds them). It is safe while `cargo test` runs:
+//! cargo holds the build lock only while compiling, not while the test
+//! binaries run.
 
 use anyhow::{bail, Context};
 use std::ffi::OsString;
@@ -61,7 +65,15 @@ fn build_bins() -> anyhow::Result<()> {
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(&cargo)
-        .args(["build", "--workspace", "--bins", "--quiet", "--profile"])
+        .args([
+            "build",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--bins",
+            "--quiet",
+        ])
+        .arg("--profile")
         .arg(&profile)
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(workspace_root())

@@ -122,8 +122,9 @@ impl Sshd {
         Err(last.expect("at least one attempt"))
     }
 
-    /// Starts an sshd inside namespace B of `netns` on its address; the
-    /// ssh argv runs the client inside namespace A.
+    /// Starts an sshd inside namespace B of `netns` on its address (port
+    /// 2222, so one per pair); the ssh argv runs the client inside
+    /// namespace A, so the session crosses the shaped link.
     pub fn start_in(netns: &Netns) -> anyhow::Result<Sshd> {
         Self::launch(&netns.addr_b().to_string(), NETNS_PORT, Some(netns))
     }
