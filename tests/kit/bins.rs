@@ -65,15 +65,7 @@ fn build_bins() -> anyhow::Result<()> {
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(&cargo)
-        .args([
-            "build",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--bins",
-            "--quiet",
-        ])
-        .arg("--profile")
+        .args(["build", "--workspace", "--bins", "--quiet", "--profile"])
         .arg(&profile)
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(workspace_root())
