@@ -6,7 +6,8 @@
 //! bottleneck) and how long it waited for workers while it had input for
 //! them (the CPU is the bottleneck). Output-blocked for more than half of
 //! [`UP_STREAK`] intervals in a row: one level up. CPU-bound and hardly
-//! output-blocked: one level down at once. Neither (input is the
+//! output-blocked (waiting for workers at least twice as long as for the
+//! output): one level down at once. Neither (input is the
 //! bottleneck): unchanged. A fast link is never output-blocked for long (a
 //! busy machine's scheduling delays block the hand-off for a moment, which
 //! the streak filters out), so there the level can only fall from where it
@@ -22,8 +23,9 @@ pub const OUTPUT_BOUND_SHARE: f64 = 0.5;
 pub const UP_STREAK: u32 = 3;
 /// Share of an interval spent waiting for workers that lowers the level.
 pub const CPU_BOUND_SHARE: f64 = 0.25;
-/// Output-blocked share below which a CPU-bound interval may lower the level.
-pub const OUTPUT_IDLE_SHARE: f64 = 0.1;
+/// How many times the output-blocked share the CPU-wait share must be for a
+/// CPU-bound interval to lower the level.
+pub const CPU_OVER_OUTPUT: f64 = 2.0;
 
 /// Levels the controller may choose, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +92,7 @@ impl Adapt {
             }
         } else {
             self.streak = 0;
-            if cpu > CPU_BOUND_SHARE && out < OUTPUT_IDLE_SHARE {
+            if cpu > CPU_BOUND_SHARE && cpu > CPU_OVER_OUTPUT * out {
                 self.level = (self.level - 1).max(self.range.min);
             }
         }
