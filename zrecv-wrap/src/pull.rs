@@ -716,6 +716,10 @@ impl<'a> Pull<'a> {
                 (Ok(_), Some(r)) => return Err(r),
                 // Nothing arrived: the remote side's own words explain why.
                 (Err(e), Some(r)) if format!("{e:#}").contains("no input") => return Err(r),
+                // A failed ssh (a dead link, exit 255) says why in its stderr.
+                (Err(e), Some(_)) if !c.stderr_text().is_empty() => {
+                    return Err(e.context(format!("(on {}: {})", self.src.host, c.stderr_text())))
+                }
                 (Err(e), _) => return Err(e),
             }
             let (flag, from, to) = match &step.what {
