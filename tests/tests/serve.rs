@@ -29,9 +29,11 @@ fn serve_refuses_everything_but_pull_and_pull_works_through_the_same_key() {
     let src = Pool::create().unwrap();
     let dst = Pool::create().unwrap();
     // Reading received files must not count as a change (atime).
-    zpipe_tests::run_ok(
-        Command::new(zpipe_tests::zfs::zfs_program()).args(["set", "atime=off", dst.name()]),
-    );
+    zpipe_tests::run_ok(Command::new(zpipe_tests::zfs::zfs_program()).args([
+        "set",
+        "atime=off",
+        dst.name(),
+    ]));
     let sshd = Sshd::start().unwrap();
     let ds = src.create_dataset("home");
     src.write_file(&ds, "f", b"home data");
@@ -124,6 +126,7 @@ fn serve_refuses_everything_but_pull_and_pull_works_through_the_same_key() {
         Command::new(bin("zrecv-wrap"))
             .args(["--quiet", "--ssh", ssh, "--from", &from])
             .args(["--snapshot", "zpipe-%Y%m%d-%H%M%S"])
+            .env("TZ", "UTC")
             .args(extra)
             .arg(&target)
             .stdin(Stdio::null())
