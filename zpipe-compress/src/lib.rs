@@ -6,7 +6,7 @@
 //!   frames on worker threads, raw frames for incompressible blocks).
 //! - [`decompress`]: [`DecompressConfig`], [`DecompressStage`] (any zstd
 //!   stream; frames with size frames decode in parallel).
-//! - [`format`]: magics, size frames, header parsing, raw frames.
+//! - [`format`](mod@format): magics, size frames, header parsing, raw frames.
 //! - [`adapt`]: the `--adapt` level controller.
 //! - [`xxh64`]: the content checksum of zstd frames.
 //! - [`mem`]: in-memory runs of the stages (tests, fuzzing).

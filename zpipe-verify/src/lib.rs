@@ -1,7 +1,7 @@
 //! zpipe-verify: end-to-end framing with SHA-256 per frame, and a strict
 //! ZFS send stream checker.
 //!
-//! - [`format`]: the wire format of docs/FORMAT.md ([`MAGIC`],
+//! - [`format`](mod@format): the wire format of docs/FORMAT.md ([`MAGIC`],
 //!   [`looks_like_framed`], records, the stream [`Digest`]).
 //! - [`Encoder`] / [`EncodeStage`]: framing, with hashing on worker threads
 //!   and ABORT instead of END for a cut ZFS stream or on request

@@ -3,7 +3,7 @@
 //! host over ssh.
 //!
 //! Data path, all in this process:
-//! `zfs send` → meter → verify-encode → [compress] → [buffer] → stdout | ssh.
+//! `zfs send` → meter → verify-encode → (compress) → (buffer) → stdout or ssh.
 //! When `zfs send` fails the stream ends with an ABORT trailer carrying its
 //! error text and we exit 4; when the downstream breaks we exit 3 and stop
 //! the `zfs` child.

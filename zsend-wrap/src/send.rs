@@ -400,7 +400,7 @@ struct SendStages {
     meter: zpipe_meter::MeterHandle,
 }
 
-/// Builds meter → verify-encode → [compress].
+/// Builds meter → verify-encode → (compress).
 fn build_stages(
     args: &Args,
     meter_cfg: zpipe_meter::MeterConfig,

@@ -12,5 +12,5 @@ pub use checker::{
     check_stream, looks_like_zfs, CheckOptions, Checker, CompoundHeader, SubstreamSummary, Summary,
     ZfsError, ZfsErrorKind, DEFAULT_MAX_BEGIN_PAYLOAD, MAX_LISTED_SUBSTREAMS,
 };
-pub use follower::Follower;
+pub use follower::{Follower, MAX_REMEMBERED_SUBSTREAMS};
 pub use format::{ByteOrder, RecordType};
