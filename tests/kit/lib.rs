@@ -49,27 +49,16 @@ pub use zfs::Pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Quotes `word` once for a POSIX shell: single quotes, with each embedded
-/// `'` written as `'\''`. Words made only of safe characters stay bare.
+/// Quotes `word` once for a POSIX shell (the product's own quoting,
+/// `zpipe_core::child::quote_word`, so tests quote exactly as the tools do).
 pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
-    if safe {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    zpipe_core::child::quote_word(word)
 }
 
 /// Joins `words` into one command line for a POSIX shell, quoting each once.
 pub fn shell_join<S: AsRef<str>>(words: &[S]) -> String {
-    words
-        .iter()
-        .map(|w| shell_quote(w.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+    zpipe_core::child::quote_argv(&words)
 }
 
 /// A name unique across the threads of this process and across processes:
