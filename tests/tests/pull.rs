@@ -158,7 +158,9 @@ fn pull_replicates_by_guid_and_check_alerts_when_behind() {
     let o = rig.pull(&ds, &dst, &["--dry-run"]);
     assert_ok("dry run", &o);
     assert!(
-        stdout(&o).contains(&format!("send incremental -i {ds}@s2 {ds}@s3")),
+        stdout(&o).contains(&format!(
+            "send incremental -i {ds}@s2 {ds}@s3 (size unknown)"
+        )),
         "{}",
         stdout(&o)
     );

@@ -323,7 +323,11 @@ impl<'a> Pull<'a> {
         for step in &steps {
             if dry {
                 let words = serve::send_what_args(&step.what);
-                self.plan(&format!("send {} {}", step.kind, words.join(" ")));
+                let size = self.estimate(&step.what).map_or_else(
+                    || "size unknown".to_string(),
+                    |n| format!("estimated {}", zpipe_core::parse::human_bytes(n)),
+                );
+                self.plan(&format!("send {} {} ({size})", step.kind, words.join(" ")));
                 continue;
             }
             self.transfer(step, force)?;
@@ -621,6 +625,11 @@ impl<'a> Pull<'a> {
     /// Runs `words` on the source through ssh; returns stdout. A failure
     /// names the host and carries the remote error text.
     fn remote_output(&self, words: &[String]) -> anyhow::Result<String> {
+        self.remote_output_and_stderr(words).map(|(out, _)| out)
+    }
+
+    /// Like [`Pull::remote_output`], with the remote stderr text as well.
+    fn remote_output_and_stderr(&self, words: &[String]) -> anyhow::Result<(String, String)> {
         let argv = self.ssh.argv(&self.src.host, words);
         let mut c = Child::spawn(&argv, Io::Null, Io::Pipe, false)?;
         let mut out = Vec::new();
@@ -632,7 +641,18 @@ impl<'a> Pull<'a> {
         if !status.success() {
             return Err(self.remote_failure(words, status.code(), &c.stderr_text()));
         }
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok((String::from_utf8_lossy(&out).into_owned(), c.stderr_raw()))
+    }
+
+    /// The source's `zfs send -nvP` estimate for `what`, when its zfs has
+    /// one (zfs-fuse does not; absurd values count as unknown).
+    fn estimate(&self, what: &SendWhat) -> Option<u64> {
+        let mut words = self.remote_zfs.clone();
+        words.extend(["send".to_string(), "-nvP".to_string()]);
+        words.extend(serve::send_what_args(what));
+        let (out, err) = self.remote_output_and_stderr(&words).ok()?;
+        // Older OpenZFS prints the estimate on stderr.
+        zsend_wrap::zfs::parse_estimate(&out).or_else(|| zsend_wrap::zfs::parse_estimate(&err))
     }
 
     /// The error for a failed remote command: refused by serve mode (exit
@@ -691,6 +711,10 @@ impl<'a> Pull<'a> {
             rargs.force = force;
             rargs.allow_unverified = self.plain;
             rargs.meter.json = Some(stats.clone());
+            // The size for the progress display's percentage and ETA.
+            if !rargs.meter.quiet && rargs.meter.size.is_none() && rargs.meter.size_file.is_none() {
+                rargs.meter.size = self.estimate(&step.what);
+            }
             let result = receive_from(
                 &rargs,
                 &self.zfs,
