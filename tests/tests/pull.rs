@@ -409,6 +409,15 @@ fn cut_pull_resumes_with_the_standin_zfs_on_both_sides() {
         text(&o)
     );
 
+    let o = run(&ssh, &["--dry-run"]);
+    assert_ok("dry run after the cut", &o);
+    let plan = stdout(&o);
+    assert!(plan.contains("resume the partial receive"), "{plan}");
+    assert!(
+        plan.contains(&format!("send incremental -i {ds}@s1 {ds}@s2")) && !plan.contains("full"),
+        "{plan}"
+    );
+
     let report = rig.dst.dir().join("resume.json");
     let o = run(&ssh, &["--json", report.to_str().unwrap()]);
     assert_ok("resumed pull", &o);

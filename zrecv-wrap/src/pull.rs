@@ -274,8 +274,17 @@ impl<'a> Pull<'a> {
             )));
         }
         // 3. A partial receive: resume it or discard it.
-        self.resume_or_abort(&src)?;
+        let resumed = self.resume_or_abort(&src)?;
         let mut dst = self.dest_list()?;
+        if let Some(guid) = resumed {
+            // Dry run: plan as if the resume had completed.
+            let s = src.iter().find(|s| s.guid == guid).cloned();
+            dst.extend(s.map(|s| SnapInfo {
+                createtxg: u64::MAX,
+                pulled: true,
+                ..s
+            }));
+        }
         // 4. Common snapshot and divergence.
         let by_guid: HashMap<u64, &SnapInfo> = src.iter().map(|s| (s.guid, s)).collect();
         let common_dst = dst
@@ -333,7 +342,9 @@ impl<'a> Pull<'a> {
             self.transfer(step, force)?;
         }
         // 6. Did the newest source snapshot arrive?
-        let newest = src.last().cloned().expect("source list is not empty");
+        let Some(newest) = src.last().cloned() else {
+            return Err(exit::usage("the source has no snapshots"));
+        };
         let mut dst_after = if dry {
             let mut d = dst.clone();
             d.extend(received_by(&steps, &src, common.as_ref()));
@@ -533,14 +544,16 @@ impl<'a> Pull<'a> {
     }
 
     /// Resumes the destination's partial receive when its token still
-    /// matches the source, else discards it (`zfs recv -A`).
-    fn resume_or_abort(&mut self, src: &[SnapInfo]) -> anyhow::Result<()> {
+    /// matches the source, else discards it (`zfs recv -A`). In a dry run,
+    /// returns the guid a resume would bring.
+    fn resume_or_abort(&mut self, src: &[SnapInfo]) -> anyhow::Result<Option<u64>> {
         if !self.caps.resumable() || !self.zfs.exists(self.dst()) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(text) = self.zfs.resume_token(self.dst())? else {
-            return Ok(());
+            return Ok(None);
         };
+        let toguid = crate::token::decode(&text).ok().map(|t| t.toguid);
         let matches = match crate::token::decode(&text) {
             Ok(t) => {
                 src.iter().any(|s| s.guid == t.toguid)
@@ -560,17 +573,17 @@ impl<'a> Pull<'a> {
                     "resume the partial receive into {} (zsend-wrap -t TOKEN)",
                     self.dst()
                 ));
-                return Ok(());
+                return Ok(toguid);
             }
             self.note(&format!("resuming the partial receive into {}", self.dst()));
-            return self.transfer(&step, false);
+            return self.transfer(&step, false).map(|()| None);
         }
         if self.args.dry_run {
             self.plan(&format!(
                 "receive -A {} (its partial receive no longer matches the source)",
                 self.dst()
             ));
-            return Ok(());
+            return Ok(None);
         }
         if !self.caps.recv_abort {
             return Err(exit::usage(format!(
@@ -586,7 +599,7 @@ impl<'a> Pull<'a> {
         ));
         self.zfs.run(["receive", "-A", self.dst()])?;
         self.report.aborted_partial = Some(self.dst().to_string());
-        Ok(())
+        Ok(None)
     }
 
     /// Bytes written to the destination since its newest snapshot, when
