@@ -3,8 +3,8 @@
 //! `--dry-run`, `--json`, a diverged destination refused and recovered
 //! with `--force`, a source snapshot deleted between runs, restore back to
 //! the source, the plain `zfs send` fallback, pruning that spares holds and
-//! the newest common snapshot, and resume of a cut transfer with the
-//! stand-in zfs on both sides.
+//! the newest common snapshot, resume of a cut transfer with the stand-in
+//! zfs on both sides, and a stale partial receive discarded (`recv -A`).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -427,4 +427,47 @@ fn cut_pull_resumes_with_the_standin_zfs_on_both_sides() {
     assert_eq!(j["sends"][0]["kind"], "resume", "{j}");
     assert_eq!(j["sends"][0]["to"], format!("{ds}@s1"), "{j}");
     assert_eq!(j["sends"][1]["kind"], "incremental", "{j}");
+}
+
+#[test]
+fn stale_resume_token_is_discarded_and_the_run_goes_on() {
+    require!(zfs, sshd);
+    let rig = Rig::new();
+    let ds = rig.src.create_dataset("big");
+    rig.src.write_file(&ds, "f", &noise(21, BIG));
+    rig.src.snapshot(&format!("{ds}@s1"));
+    let dst = rig.dst.ds("copy");
+    let standin = bin("zfs-standin");
+    let state = rig.dst.dir().join("standin-state");
+    let run = |ssh: &str, extra: &[&str]| {
+        Command::new(bin("zrecv-wrap"))
+            .args(["--quiet", "--zfs", standin.to_str().unwrap(), "--ssh", ssh])
+            .args(["--from", &rig.from(&ds)])
+            .args(extra)
+            .arg(&dst)
+            .env("ZPIPE_REAL_ZFS", zpipe_tests::zfs::zfs_program())
+            .env("ZPIPE_STANDIN_STATE", &state)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ssh = rig.ssh(None);
+    let cut = format!("sh -c '{ssh} \"$@\" | head -c {CUT}; sleep 2' sh");
+    let o = run(&cut, &[]);
+    assert!(!o.status.success(), "the cut pull succeeded: {}", text(&o));
+    // The token's snapshot disappears on the source; a new one comes.
+    zpipe_tests::run_ok(
+        Command::new(zpipe_tests::zfs::zfs_program()).args(["destroy", &format!("{ds}@s1")]),
+    );
+    rig.src.write_file(&ds, "g", &noise(22, 100_000));
+    rig.src.snapshot(&format!("{ds}@s2"));
+    let report = rig.dst.dir().join("abort.json");
+    let o = run(&ssh, &["--json", report.to_str().unwrap()]);
+    assert_ok("pull after the stale token", &o);
+    let j = json(&report);
+    assert_eq!(j["aborted_partial"], dst.as_str(), "{j}");
+    assert_eq!(j["sends"][0]["kind"], "full", "{j}");
+    assert_eq!(j["sends"][0]["to"], format!("{ds}@s2"), "{j}");
+    assert_eq!(snaps(&rig.dst, &dst), snaps(&rig.src, &ds));
+    assert!(rig.dst.read_file(&dst, "g") == noise(22, 100_000));
 }
