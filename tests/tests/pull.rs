@@ -10,12 +10,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use zpipe_tests::{bin, require, shell_join, Pool, Sshd};
 
-/// Size of the file whose transfer is cut: several 4 MiB compression blocks.
-/// (The decompressor hands on a block when the next one is complete, so a
-/// cut in the third block leaves the first with zfs recv.)
-const BIG: usize = 14 << 20;
-/// Where the link dies, in bytes of ssh output (inside the third block).
-const CUT: usize = 10_000_000;
+/// Size of the file whose transfer is cut: six 4 MiB compression blocks.
+/// The decompressor hands a decoded block on only when it submits a later
+/// one (and drops what it drains at a truncated end), so the cut must come
+/// a few blocks in for zfs recv to have received something.
+const BIG: usize = 24 << 20;
+/// Where the link dies, in bytes of ssh output (inside the sixth block).
+const CUT: usize = 22_000_000;
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
