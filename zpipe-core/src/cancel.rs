@@ -20,6 +20,7 @@ static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 struct Inner {
     flag: AtomicBool,
     first: Mutex<Option<anyhow::Error>>,
+    parent: Option<Cancel>,
 }
 
 /// A cloneable shutdown token that keeps the first error reported to it.
@@ -45,29 +46,65 @@ impl Cancel {
         self.inner.flag.store(true, Ordering::SeqCst);
     }
 
-    /// Records `err` if it is the first real error, then cancels.
-    pub fn fail(&self, err: anyhow::Error) {
+    /// A token cancelled by its own `cancel` or by this one's; errors
+    /// recorded through it are kept by the root token.
+    pub fn child(&self) -> Cancel {
+        Cancel {
+            inner: Arc::new(Inner {
+                parent: Some(self.clone()),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn root(&self) -> &Cancel {
+        match &self.inner.parent {
+            Some(p) => p.root(),
+            None => self,
+        }
+    }
+
+    /// Records `err` (in the root token) if it is the first real error,
+    /// without cancelling anything; `Cancelled` is never recorded.
+    pub fn record(&self, err: anyhow::Error) {
         if err.downcast_ref::<Cancelled>().is_none() {
-            let mut first = self.inner.first.lock().unwrap_or_else(|e| e.into_inner());
+            let root = self.root();
+            let mut first = root.inner.first.lock().unwrap_or_else(|e| e.into_inner());
             if first.is_none() {
                 *first = Some(err);
             }
         }
+    }
+
+    /// Records `err` if it is the first real error, then cancels.
+    pub fn fail(&self, err: anyhow::Error) {
+        self.record(err);
         self.cancel();
+    }
+
+    /// True once a real error was recorded.
+    pub fn has_error(&self) -> bool {
+        let root = self.root();
+        let first = root.inner.first.lock().unwrap_or_else(|e| e.into_inner());
+        first.is_some()
     }
 
     /// Takes the first recorded error, if any.
     pub fn take_error(&self) -> Option<anyhow::Error> {
-        self.inner
+        self.root()
+            .inner
             .first
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
 
-    /// True once the token was cancelled or the process got SIGINT/SIGTERM.
+    /// True once this token or an ancestor was cancelled, or the process
+    /// got SIGINT/SIGTERM.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.flag.load(Ordering::Relaxed) || signal_received().is_some()
+        self.inner.flag.load(Ordering::Relaxed)
+            || self.inner.parent.as_ref().is_some_and(Cancel::is_cancelled)
+            || signal_received().is_some()
     }
 
     /// `Err(Cancelled)` once cancelled, for use with `?` in loops.
@@ -127,6 +164,20 @@ mod tests {
         assert!(!b.is_cancelled());
         a.cancel();
         assert!(b.is_cancelled());
+    }
+
+    #[test]
+    fn child_tokens_follow_their_parent_and_report_to_the_root() {
+        let root = Cancel::new();
+        let a = root.child();
+        let b = root.child();
+        a.cancel();
+        assert!(a.is_cancelled() && !b.is_cancelled() && !root.is_cancelled());
+        b.record(anyhow::anyhow!("truncated"));
+        assert!(root.has_error() && !b.is_cancelled());
+        root.cancel();
+        assert!(b.is_cancelled());
+        assert_eq!(root.take_error().unwrap().to_string(), "truncated");
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The pipeline runner: a reader thread, stage threads and a writer thread
 //! joined by bounded channels of pooled [`Block`]s.
 //!
-//! Each part runs on its own thread. A failing part records its error in the
-//! shared [`Cancel`] token (the first real error wins) and cancels it; every
-//! other part sees the token within [`POLL_INTERVAL`] and stops, so an error
-//! anywhere, or a downstream that closed, ends the whole pipeline. End of
-//! input flows down as channel disconnection: the source returns `None`, each
-//! stage's `finish` runs, then the sink's.
+//! Each part runs on its own thread with its own child of the pipeline's
+//! [`Cancel`] token. A failing part records its error (the first real error
+//! wins) and stops every part *upstream* of it, which see their tokens within
+//! [`POLL_INTERVAL`]; the parts *downstream* of it drain what it already
+//! passed on and finish, so what a stage verified before a failure still
+//! reaches the sink (a truncated stream delivers its verified prefix, which
+//! `zfs recv -s` keeps for a resume). If the drain takes longer than
+//! [`DRAIN_GRACE`], or the pipeline's own token is cancelled (a stall
+//! watchdog, a signal), every part stops at once. End of input flows down as
+//! channel disconnection: the source returns `None`, each stage's `finish`
+//! runs, then the sink's.
 
 use crate::cancel::{Cancel, Cancelled, POLL_INTERVAL};
 use crate::fdio::{self, Idle, NoIdle};
@@ -14,11 +19,16 @@ use crate::pool::{Block, BlockPool};
 use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rustix::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the runner waits, after a failure, for parts stuck in the
+/// How long the runner waits, after a cancellation, for parts stuck in the
 /// kernel before returning the error anyway (the process exits after it).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the parts downstream of a failure may take to drain what they
+/// hold before the whole pipeline is cancelled.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Produces the pipeline's input blocks.
 pub trait Source: Send {
@@ -122,17 +132,25 @@ pub fn run(
     cancel: &Cancel,
 ) -> anyhow::Result<()> {
     let pool = BlockPool::new(cfg.block_size, cfg.blocks);
-    let (done_tx, done_rx) = bounded::<()>(stages.len() + 2);
+    let parts = stages.len() + 2;
+    let tokens: Arc<Vec<Cancel>> = Arc::new((0..parts).map(|_| cancel.child()).collect());
+    let (done_tx, done_rx) = bounded::<()>(parts);
     let mut spawned = 0usize;
 
+    // Part `index` runs `f` with its own token; on failure it records the
+    // error and stops the parts upstream of it.
     let spawn =
-        |name: String, f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>, cancel: Cancel| {
+        |index: usize, name: String, f: Box<dyn FnOnce(&Cancel) -> anyhow::Result<()> + Send>| {
             let done = done_tx.clone();
+            let tokens = Arc::clone(&tokens);
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    if let Err(e) = f() {
-                        cancel.fail(e);
+                    if let Err(e) = f(&tokens[index]) {
+                        tokens[index].record(e);
+                        for t in &tokens[..index] {
+                            t.cancel();
+                        }
                     }
                     let _ = done.send(());
                 })
@@ -141,66 +159,65 @@ pub fn run(
 
     let (first_tx, mut rx) = bounded::<Block>(cfg.depth);
     {
-        let c = cancel.clone();
         let pool = pool.clone();
         spawn(
+            0,
             "reader".into(),
-            Box::new(move || {
-                while let Some(b) = source.next_block(&pool, &c)? {
-                    send(&first_tx, b, &c)?;
+            Box::new(move |c| {
+                while let Some(b) = source.next_block(&pool, c)? {
+                    send(&first_tx, b, c)?;
                 }
                 Ok(())
             }),
-            cancel.clone(),
         )?;
         spawned += 1;
     }
     for (i, mut stage) in stages.into_iter().enumerate() {
         let (tx, next_rx) = bounded::<Block>(cfg.depth);
         let input = std::mem::replace(&mut rx, next_rx);
-        let c = cancel.clone();
         spawn(
+            i + 1,
             format!("stage-{i}"),
-            Box::new(move || {
-                let mut out = Emitter {
-                    tx: &tx,
-                    cancel: &c,
-                };
-                while let Some(b) = recv(&input, &c)? {
+            Box::new(move |c| {
+                let mut out = Emitter { tx: &tx, cancel: c };
+                while let Some(b) = recv(&input, c)? {
                     stage.process(b, &mut out)?;
                 }
                 stage.finish(&mut out)
             }),
-            cancel.clone(),
         )?;
         spawned += 1;
     }
-    {
-        let c = cancel.clone();
-        spawn(
-            "writer".into(),
-            Box::new(move || {
-                while let Some(b) = recv(&rx, &c)? {
-                    sink.write_block(b, &c)?;
-                }
-                sink.finish(&c)
-            }),
-            cancel.clone(),
-        )?;
-        spawned += 1;
-    }
+    spawn(
+        parts - 1,
+        "writer".into(),
+        Box::new(move |c| {
+            while let Some(b) = recv(&rx, c)? {
+                sink.write_block(b, c)?;
+            }
+            sink.finish(c)
+        }),
+    )?;
+    spawned += 1;
     drop(done_tx);
 
     let mut finished = 0;
-    let mut deadline: Option<Instant> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut stop_deadline: Option<Instant> = None;
     while finished < spawned {
         match done_rx.recv_timeout(POLL_INTERVAL) {
             Ok(()) => finished += 1,
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
+        if cancel.has_error() {
+            let d = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
+            if Instant::now() >= d {
+                cancel.cancel();
+            }
+        }
         if cancel.is_cancelled() {
-            let d = *deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+            let d = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
             if Instant::now() >= d {
                 break;
             }
@@ -375,6 +392,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("sink refused"), "{err:#}");
+    }
+
+    #[test]
+    fn what_a_failing_stage_passed_on_still_reaches_the_sink() {
+        struct FailAt(u32);
+        impl Stage for FailAt {
+            fn process(&mut self, b: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+                let v = u32::from_le_bytes(b.data().try_into().unwrap());
+                if v == self.0 {
+                    anyhow::bail!("damaged block {v}");
+                }
+                out.emit(b)
+            }
+        }
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err = run(
+            &cfg(),
+            Box::new(Counting(u32::MAX)),
+            vec![Box::new(FailAt(u32::MAX - 40)), Box::new(Double)],
+            Box::new(Collect(got.clone(), None)),
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("damaged block"), "{err:#}");
+        let want: Vec<u32> = (u32::MAX - 39..u32::MAX)
+            .rev()
+            .map(|v| v.wrapping_mul(2))
+            .collect();
+        assert_eq!(*got.lock().unwrap(), want);
     }
 
     #[test]
