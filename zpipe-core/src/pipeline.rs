@@ -123,6 +123,9 @@ fn recv(rx: &Receiver<Block>, cancel: &Cancel) -> anyhow::Result<Option<Block>> 
     }
 }
 
+/// The body of one pipeline part, given its own token.
+type PartFn = Box<dyn FnOnce(&Cancel) -> anyhow::Result<()> + Send>;
+
 /// Runs `source → stages… → sink` to completion; returns the first error.
 pub fn run(
     cfg: &PipelineConfig,
