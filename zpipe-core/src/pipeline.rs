@@ -142,23 +142,22 @@ pub fn run(
 
     // Part `index` runs `f` with its own token; on failure it records the
     // error and stops the parts upstream of it.
-    let spawn =
-        |index: usize, name: String, f: Box<dyn FnOnce(&Cancel) -> anyhow::Result<()> + Send>| {
-            let done = done_tx.clone();
-            let tokens = Arc::clone(&tokens);
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || {
-                    if let Err(e) = f(&tokens[index]) {
-                        tokens[index].record(e);
-                        for t in &tokens[..index] {
-                            t.cancel();
-                        }
+    let spawn = |index: usize, name: String, f: PartFn| {
+        let done = done_tx.clone();
+        let tokens = Arc::clone(&tokens);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                if let Err(e) = f(&tokens[index]) {
+                    tokens[index].record(e);
+                    for t in &tokens[..index] {
+                        t.cancel();
                     }
-                    let _ = done.send(());
-                })
-                .map(|_| ())
-        };
+                }
+                let _ = done.send(());
+            })
+            .map(|_| ())
+    };
 
     let (first_tx, mut rx) = bounded::<Block>(cfg.depth);
     {
