@@ -152,8 +152,9 @@ pub fn percent(s: &str) -> Result<u8, String> {
     }
 }
 
-/// Formats a byte count for humans with binary units (`1.50 GiB`).
-pub fn human_bytes(n: u64) -> String {
+/// A byte count scaled to the largest binary unit that keeps it ≥ 1:
+/// `(1.5, "GiB")`; plain bytes stay `(n, "B")`.
+pub fn scale_bytes(n: u64) -> (f64, &'static str) {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -161,10 +162,14 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[i])
+    (v, UNITS[i])
+}
+
+/// Formats a byte count for humans with binary units (`1.50 GiB`).
+pub fn human_bytes(n: u64) -> String {
+    match scale_bytes(n) {
+        (_, "B") => format!("{n} B"),
+        (v, unit) => format!("{v:.2} {unit}"),
     }
 }
 

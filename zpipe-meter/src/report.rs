@@ -140,17 +140,9 @@ pub fn numeric_line(s: &Snapshot) -> String {
 
 /// Compact human size for the terminal line (`1.5GiB`).
 pub fn short_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
+    match zpipe_core::parse::scale_bytes(n) {
+        (_, "B") => format!("{n}B"),
+        (v, unit) => format!("{v:.1}{unit}"),
     }
 }
 

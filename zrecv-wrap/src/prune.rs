@@ -12,83 +12,16 @@
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
 use zpipe_core::exit;
 
-/// User property pull mode sets on destination snapshots it has proven (by
-/// guid) to be copies of source snapshots. A snapshot after the common one
-/// that carries it was deleted on the source since; one without it was
-/// made on the destination.
-pub const PULLED_PROP: &str = "zpipe:pulled";
+pub use zsend_wrap::zfs::PULLED_PROP;
 
 /// One snapshot with the properties pull mode lists
 /// ([`zsend_wrap::serve::SNAPSHOT_PROPS`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapInfo {
-    /// Full name, `pool/fs@snap`.
-    pub name: String,
-    /// The snapshot's guid (the same on every copy).
-    pub guid: u64,
-    /// Transaction group it was created in (orders snapshots on one side).
-    pub createtxg: u64,
-    /// Creation time, seconds since the epoch.
-    pub creation: u64,
-    /// Number of user holds.
-    pub userrefs: u64,
-    /// Marked with [`PULLED_PROP`] (destination side only).
-    pub pulled: bool,
-}
+pub type SnapInfo = zsend_wrap::zfs::Snapshot;
 
-impl SnapInfo {
-    /// The part after `@`.
-    pub fn short_name(&self) -> &str {
-        self.name.split_once('@').map_or(&self.name, |(_, s)| s)
-    }
-}
-
-/// Parses `zfs get -Hp -o name,property,value -d 1 guid,createtxg,creation,userrefs`
-/// output into snapshots, oldest first (rows of the dataset itself are skipped).
+/// Parses pull mode's `zfs get -Hp -o name,property,value -d 1 …` listing
+/// into snapshots, oldest first.
 pub fn parse_list(text: &str) -> anyhow::Result<Vec<SnapInfo>> {
-    let mut snaps: Vec<SnapInfo> = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let mut f = line.rsplitn(3, '\t');
-        let (Some(value), Some(prop), Some(name)) = (f.next(), f.next(), f.next()) else {
-            return Err(exit::child(format!(
-                "unexpected line from zfs get: {line:?}"
-            )));
-        };
-        if !name.contains('@') {
-            continue;
-        }
-        let idx = match snaps.iter().position(|s| s.name == name) {
-            Some(i) => i,
-            None => {
-                snaps.push(SnapInfo {
-                    name: name.to_string(),
-                    guid: 0,
-                    createtxg: 0,
-                    creation: 0,
-                    userrefs: 0,
-                    pulled: false,
-                });
-                snaps.len() - 1
-            }
-        };
-        let s = &mut snaps[idx];
-        if prop == PULLED_PROP {
-            s.pulled = !matches!(value, "" | "-");
-            continue;
-        }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| exit::child(format!("zfs get printed {prop}={value:?} for {name}")))?;
-        match prop {
-            "guid" => s.guid = n,
-            "createtxg" => s.createtxg = n,
-            "creation" => s.creation = n,
-            "userrefs" => s.userrefs = n,
-            _ => {}
-        }
-    }
-    snaps.sort_by_key(|s| s.createtxg);
-    Ok(snaps)
+    zsend_wrap::zfs::parse_snapshot_props(text)
 }
 
 /// The time a snapshot's short name carries under strftime `format`, or

@@ -116,7 +116,17 @@ pub struct Snapshot {
     pub createtxg: u64,
     /// Creation time, seconds since the epoch.
     pub creation: u64,
+    /// Number of user holds (`userrefs`; 0 when not listed).
+    pub userrefs: u64,
+    /// Marked with [`PULLED_PROP`] (set by pull mode on the destination).
+    pub pulled: bool,
 }
+
+/// User property pull mode sets on destination snapshots it has proven (by
+/// guid) to be copies of source snapshots. A snapshot after the common one
+/// that carries it was deleted on the source since; one without it was
+/// made on the destination.
+pub const PULLED_PROP: &str = "zpipe:pulled";
 
 impl Snapshot {
     /// The part after `@`.
@@ -272,8 +282,8 @@ pub fn parse_estimate(text: &str) -> Option<u64> {
     (v > 0 && v <= zpipe_core::parse::MAX_SIZE).then_some(v)
 }
 
-/// Parses `zfs get -Hp -o name,property,value guid,createtxg,creation` rows
-/// into snapshots (rows of non-snapshots are skipped).
+/// Parses `zfs get -Hp -o name,property,value guid,createtxg,creation[,userrefs][,zpipe:pulled]`
+/// rows into snapshots, oldest first (rows of non-snapshots are skipped).
 pub fn parse_snapshot_props(text: &str) -> anyhow::Result<Vec<Snapshot>> {
     let mut snaps: Vec<Snapshot> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
@@ -286,9 +296,6 @@ pub fn parse_snapshot_props(text: &str) -> anyhow::Result<Vec<Snapshot>> {
         if !name.contains('@') {
             continue;
         }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| exit::child(format!("zfs get printed {prop}={value:?} for {name}")))?;
         let idx = match snaps.iter().position(|s| s.name == name) {
             Some(i) => i,
             None => {
@@ -297,15 +304,25 @@ pub fn parse_snapshot_props(text: &str) -> anyhow::Result<Vec<Snapshot>> {
                     guid: 0,
                     createtxg: 0,
                     creation: 0,
+                    userrefs: 0,
+                    pulled: false,
                 });
                 snaps.len() - 1
             }
         };
         let s = &mut snaps[idx];
+        if prop == PULLED_PROP {
+            s.pulled = !matches!(value, "" | "-");
+            continue;
+        }
+        let n: u64 = value
+            .parse()
+            .map_err(|_| exit::child(format!("zfs get printed {prop}={value:?} for {name}")))?;
         match prop {
             "guid" => s.guid = n,
             "createtxg" => s.createtxg = n,
             "creation" => s.creation = n,
+            "userrefs" => s.userrefs = n,
             _ => {}
         }
     }
