@@ -22,6 +22,7 @@
 #   zstd3        zstd -3 -T0 < f | ssh H 'zstd -d >/dev/null'
 #   wrap_auto    zsend-wrap SNAP --to H:pool/x  (--compress auto, AES-GCM preferred)
 #   wrap_off     the same with --compress off
+#   wrap_1       the same with --compress 1 (the floor --compress auto adapts down to)
 #   plain_gcm    cat f | ssh -c aes128-gcm@openssh.com H 'cat >/dev/null'
 #   wrap_auto_cc wrap_auto with --ssh-cipher chacha20-poly1305@openssh.com
 #                (the default cipher of plain: the cipher's share of the gain)
@@ -33,7 +34,7 @@ set -euo pipefail
 SIZE=${SIZE:-1536M}
 REPS=${REPS:-3}
 COMPRESSIBLE=${COMPRESSIBLE:-60}
-CASES=${CASES:-"plain zstd3 wrap_auto wrap_off plain_gcm wrap_auto_cc"}
+CASES=${CASES:-"plain zstd3 wrap_auto wrap_off wrap_1 plain_gcm wrap_auto_cc"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -158,6 +159,7 @@ declare -A CMD=(
     [zstd3]="zstd -3 -T0 -q -c <$STREAM | ssh $SSH_ARGS $HOST 'zstd -d -q >/dev/null'"
     [wrap_auto]="$ZSEND --zfs $FAKE $SNAP --to $HOST:pool/x --ssh '$SSH_LINE' --remote-zrecv $ZRECV --recv-arg=--zfs=$FAKE"
     [wrap_off]="$ZSEND --zfs $FAKE $SNAP --compress off --to $HOST:pool/x --ssh '$SSH_LINE' --remote-zrecv $ZRECV --recv-arg=--zfs=$FAKE"
+    [wrap_1]="$ZSEND --zfs $FAKE $SNAP --compress 1 --to $HOST:pool/x --ssh '$SSH_LINE' --remote-zrecv $ZRECV --recv-arg=--zfs=$FAKE"
     [plain_gcm]="cat $STREAM | ssh -c $GCM $SSH_ARGS $HOST 'cat >/dev/null'"
     [wrap_auto_cc]="$ZSEND --zfs $FAKE $SNAP --ssh-cipher $CHACHA --to $HOST:pool/x --ssh '$SSH_LINE' --remote-zrecv $ZRECV --recv-arg=--zfs=$FAKE"
 )
@@ -213,14 +215,20 @@ pair() { # label a b op limit: best and median time ratios a/b
 }
 pair "zsend-wrap auto / plain ssh" wrap_auto plain "<=" 0.99
 pair "zsend-wrap off / plain ssh" wrap_off plain "<=" 1.00
+pair "zsend-wrap auto / zsend-wrap off" wrap_auto wrap_off "<=" 1.00
+pair "zsend-wrap -1 / zsend-wrap off" wrap_1 wrap_off "<=" 1.00
 pair "zstd -3 / plain ssh (issue: ~1.5)" zstd3 plain ">=" 1.00
 pair "plain aes128-gcm / plain default" plain_gcm plain "<=" 1.00
 pair "zsend-wrap auto chacha20 / plain" wrap_auto_cc plain "<=" 1.00
 pair "zsend-wrap auto / zstd -3" wrap_auto zstd3 "<=" 1.00
-if has wrap_auto && [[ -n ${TOTAL_CPU[plain]:-} ]]; then
-    bench_check "zsend-wrap auto / plain ssh (cpu time)" "$(bench_ratio "$(cpu_of wrap_auto)" "$(cpu_of plain)")" "<=" 0.99
-    bench_check "zsend-wrap off / plain ssh (cpu time)" "$(bench_ratio "$(cpu_of wrap_off)" "$(cpu_of plain)")" "<=" 1.00
-fi
+cpu_pair() { # label a b limit: CPU-time ratio a/b (when cpuacct worked)
+    has "$2" && has "$3" && [[ -n ${TOTAL_CPU[$2]:-} && -n ${TOTAL_CPU[$3]:-} ]] || return 0
+    bench_check "$1 (cpu time)" "$(bench_ratio "$(cpu_of "$2")" "$(cpu_of "$3")")" "<=" "$4"
+}
+cpu_pair "zsend-wrap auto / plain ssh" wrap_auto plain 0.99
+cpu_pair "zsend-wrap off / plain ssh" wrap_off plain 1.00
+cpu_pair "zsend-wrap auto / zsend-wrap off" wrap_auto wrap_off 1.00
+cpu_pair "zsend-wrap -1 / zsend-wrap off" wrap_1 wrap_off 1.00
 if has wrap_auto; then
     echo
     echo "last zsend-wrap auto summary: $(grep -v '^$' "$WORK/log.wrap_auto" | tail -1)"
