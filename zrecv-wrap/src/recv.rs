@@ -340,13 +340,11 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
             zpipe_compress::DecompressConfig::default(),
         )?));
     }
-    let decode = if inner == Kind::Framed {
-        let (stage, handle) = zpipe_verify::DecodeStage::new(zpipe_verify::VerifyConfig::default());
+    if inner == Kind::Framed {
+        let (stage, _digest) =
+            zpipe_verify::DecodeStage::new(zpipe_verify::VerifyConfig::default());
         stages.push(Box::new(stage));
-        Some(handle)
-    } else {
-        None
-    };
+    }
     let follower = Arc::new(Mutex::new(Follower::new()));
     stages.push(Box::new(Watch {
         follower: Arc::clone(&follower),
@@ -370,7 +368,6 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
         &cancel,
     );
     let _ = meter_handle.finish(result.as_ref().map(|_| ()));
-    let _ = decode;
     // zfs recv sees end of input either way: after the whole verified stream,
     // or after the verified prefix of a broken one (then it fails, and with
     // -s keeps what it has for a resume).
