@@ -32,30 +32,14 @@ pub const ORIGINAL_COMMAND_ENV: &str = "SSH_ORIGINAL_COMMAND";
 pub const MAX_COMMAND_LEN: usize = 4096;
 /// How much of a refused command is quoted in the log line.
 pub const LOGGED_COMMAND_LEN: usize = 160;
-/// The properties pull mode lists for each snapshot.
-pub const SNAPSHOT_PROPS: &str = "guid,createtxg,creation,userrefs";
 /// The zfs command word the client uses (mapped to the server's zfs).
 pub const ZFS_WORD: &str = "zfs";
 /// The zsend-wrap command word (any path ending in it is accepted; it runs
 /// in this process whatever the path).
 pub const ZSEND_WORD: &str = "zsend-wrap";
 
-/// The remote words of the snapshot listing pull mode sends, after the
-/// zfs command: `get -Hp -o name,property,value -d 1 <SNAPSHOT_PROPS> DS`.
-pub fn list_args(dataset: &str) -> Vec<String> {
-    [
-        "get",
-        "-Hp",
-        "-o",
-        "name,property,value",
-        "-d",
-        "1",
-        SNAPSHOT_PROPS,
-        dataset,
-    ]
-    .map(str::to_string)
-    .to_vec()
-}
+/// The snapshot listing both sides of a pull run (and serve mode allows).
+pub use crate::zfs::{list_args, SNAPSHOT_PROPS};
 
 /// What the source of a send is: a snapshot (with an optional incremental
 /// base) or a resume token.

@@ -200,16 +200,7 @@ impl Zfs {
 
     /// Snapshots of `dataset` (direct children only), oldest first by createtxg.
     pub fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<Snapshot>> {
-        let text = self.run([
-            "get",
-            "-Hp",
-            "-o",
-            "name,property,value",
-            "-d",
-            "1",
-            "guid,createtxg,creation",
-            dataset,
-        ])?;
+        let text = self.run(list_args(dataset))?;
         parse_snapshot_props(&text)
     }
 
@@ -257,6 +248,28 @@ impl Zfs {
         // Older OpenZFS prints the estimate on stderr.
         Ok(parse_estimate(&out).or_else(|| parse_estimate(&c.stderr_raw())))
     }
+}
+
+/// The properties listed for each snapshot (guid identifies it, createtxg
+/// orders it, userrefs protects it from pruning).
+pub const SNAPSHOT_PROPS: &str = "guid,createtxg,creation,userrefs";
+
+/// The words after `zfs` that list a dataset's snapshots with
+/// [`SNAPSHOT_PROPS`]: `get -Hp -o name,property,value -d 1 PROPS DS`. It
+/// works on zfs-fuse (no `zfs list -p` there) and on OpenZFS alike.
+pub fn list_args(dataset: &str) -> Vec<String> {
+    [
+        "get",
+        "-Hp",
+        "-o",
+        "name,property,value",
+        "-d",
+        "1",
+        SNAPSHOT_PROPS,
+        dataset,
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// Parses `zfs send -nvP` output: the `size` line (tab-separated), else the
