@@ -1,4 +1,9 @@
-//! Project chores: `cargo xtask man`, `cargo xtask completions`, `cargo xtask bench`.
+//! Project chores: `cargo xtask man`, `cargo xtask completions`,
+//! `cargo xtask bench`, `cargo xtask fuzz`, `cargo xtask soak`.
+
+mod bench;
+mod fuzz;
+mod soak;
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -40,17 +45,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("man") => man(&root.join("man")),
         Some("completions") => completions(&root.join("completions")),
-        Some("bench") => {
-            let status = std::process::Command::new("bash")
-                .arg(root.join("bench/run.sh"))
-                .args(&args[1..])
-                .status()
-                .context("running bench/run.sh")?;
-            if !status.success() {
-                bail!("bench/run.sh failed: {status}");
-            }
-            Ok(())
-        }
-        _ => bail!("usage: cargo xtask man|completions|bench [BENCH ARGS]"),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
+        Some("soak") => soak::run(&root, &args[1..]),
+        _ => bail!("usage: cargo xtask man|completions|bench|fuzz|soak [ARGS]"),
     }
 }
