@@ -13,6 +13,8 @@
 //! - [`bins`]: the directory of the workspace binaries built by cargo
 //!   ([`bin_dir`], [`bin`]), built on demand so a cross-crate test can run
 //!   them.
+//! - [`faults`]: seeded stream damage, a recording `zfs`, process-tree
+//!   listing and RSS sampling for the fault-injection tests.
 //! - The requirement policy ([`require!`], [`require()`]): a test that needs
 //!   root, zfs-fuse, sshd, namespaces or `man` *skips* with a `SKIP <test>:
 //!   <why>` line on a developer box where those are missing, and *fails*
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod bins;
+pub mod faults;
 pub mod need;
 pub mod netns;
 pub mod sshd;
