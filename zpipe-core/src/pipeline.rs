@@ -166,10 +166,13 @@ pub fn run(
             0,
             "reader".into(),
             Box::new(move |c| {
-                while let Some(b) = source.next_block(&pool, c)? {
-                    send(&first_tx, b, c)?;
-                }
-                Ok(())
+                let result = (|| {
+                    while let Some(b) = source.next_block(&pool, c)? {
+                        send(&first_tx, b, c)?;
+                    }
+                    Ok(())
+                })();
+                record_before_closing(result, c, first_tx)
             }),
         )?;
         spawned += 1;
@@ -181,11 +184,14 @@ pub fn run(
             i + 1,
             format!("stage-{i}"),
             Box::new(move |c| {
-                let mut out = Emitter { tx: &tx, cancel: c };
-                while let Some(b) = recv(&input, c)? {
-                    stage.process(b, &mut out)?;
-                }
-                stage.finish(&mut out)
+                let result = (|| {
+                    let mut out = Emitter { tx: &tx, cancel: c };
+                    while let Some(b) = recv(&input, c)? {
+                        stage.process(b, &mut out)?;
+                    }
+                    stage.finish(&mut out)
+                })();
+                record_before_closing(result, c, tx)
             }),
         )?;
         spawned += 1;
@@ -229,6 +235,28 @@ pub fn run(
         Some(e) => Err(e),
         None if cancel.is_cancelled() => Err(Cancelled.into()),
         None => Ok(()),
+    }
+}
+
+/// Records a part's error before its output channel closes (then closes
+/// it): the part downstream sees the end of its input only once the cause
+/// is known, so its own follow-on error ("truncated", "empty input") can
+/// never win over it, however long the part's other captures take to drop.
+fn record_before_closing(
+    result: anyhow::Result<()>,
+    cancel: &Cancel,
+    tx: Sender<Block>,
+) -> anyhow::Result<()> {
+    let failed = result.is_err();
+    if let Err(e) = result {
+        cancel.record(e);
+    }
+    drop(tx);
+    if failed {
+        // Recorded above; this only makes the runner stop the upstream.
+        Err(Cancelled.into())
+    } else {
+        Ok(())
     }
 }
 
@@ -423,6 +451,46 @@ mod tests {
             .map(|v| v.wrapping_mul(2))
             .collect();
         assert_eq!(*got.lock().unwrap(), want);
+    }
+
+    #[test]
+    fn a_failing_stage_error_wins_over_the_end_of_input_it_causes_downstream() {
+        // The failing stage takes long to drop (as one that joins worker
+        // threads); the stage after it fails on an empty input.
+        struct SlowDropFail;
+        impl Stage for SlowDropFail {
+            fn process(&mut self, _: Block, _: &mut Emitter<'_>) -> anyhow::Result<()> {
+                anyhow::bail!("corrupt frame")
+            }
+        }
+        impl Drop for SlowDropFail {
+            fn drop(&mut self) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        struct NeedsInput(bool);
+        impl Stage for NeedsInput {
+            fn process(&mut self, b: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+                self.0 = true;
+                out.emit(b)
+            }
+            fn finish(&mut self, _: &mut Emitter<'_>) -> anyhow::Result<()> {
+                if !self.0 {
+                    anyhow::bail!("empty input");
+                }
+                Ok(())
+            }
+        }
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err = run(
+            &cfg(),
+            Box::new(Counting(10)),
+            vec![Box::new(SlowDropFail), Box::new(NeedsInput(false))],
+            Box::new(Collect(got, None)),
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "corrupt frame");
     }
 
     #[test]
