@@ -5,6 +5,11 @@
 //! frame's SHA-256 matched, in order. At the first failure everything
 //! verified before it is delivered and nothing after it; the error names
 //! the frame and byte offset.
+//!
+//! One verified frame is always held back until the next one verified or
+//! the END trailer did: after an ABORT trailer it is dropped, so a stream
+//! whose sender failed (even after writing all of a ZFS stream) never
+//! reaches its consumer whole, and `zfs recv` cannot complete it.
 
 use crate::format::Digest;
 use crate::parser::{Event, Frame, FrameBuf, Parser, PayloadBuf};
@@ -22,9 +27,11 @@ use zpipe_core::pool::{Block, BlockPool};
 /// payloads are read straight into frame buffers.
 const RECORD_READ_BUFFER: usize = 16 << 10;
 
-/// Verifies frames on worker threads and delivers them in order.
+/// Verifies frames on worker threads and delivers them in order, holding
+/// the last verified one back (see the module docs).
 struct Checker<B: PayloadBuf> {
     pool: OrderedPool<Frame<B>, (Frame<B>, bool)>,
+    held: Option<B>,
 }
 
 impl<B: PayloadBuf> Checker<B> {
@@ -36,18 +43,41 @@ impl<B: PayloadBuf> Checker<B> {
                 let ok = f.verify();
                 (f, ok)
             }),
+            held: None,
         }
     }
 
+    /// Holds a verified frame, delivering the one held before it.
     fn deliver(
+        &mut self,
         r: (Frame<B>, bool),
         out: &mut dyn FnMut(B) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let (frame, ok) = r;
         if !ok {
+            // Everything verified before a damaged frame is delivered.
+            if let Some(prev) = self.held.take() {
+                out(prev)?;
+            }
             return Err(frame.mismatch());
         }
-        out(frame.buf)
+        match self.held.replace(frame.buf) {
+            Some(prev) => out(prev),
+            None => Ok(()),
+        }
+    }
+
+    /// After [`drain`](Self::drain): delivers the held frame, or drops it
+    /// when the stream ended with ABORT.
+    fn release(
+        &mut self,
+        aborted: bool,
+        out: &mut dyn FnMut(B) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        match self.held.take() {
+            Some(b) if !aborted => out(b),
+            _ => Ok(()),
+        }
     }
 
     /// Waits until another frame may be submitted, delivering results.
@@ -58,7 +88,7 @@ impl<B: PayloadBuf> Checker<B> {
     ) -> anyhow::Result<()> {
         while !self.pool.has_room() {
             match self.pool.next(cancel)? {
-                Some(r) => Self::deliver(r, out)?,
+                Some(r) => self.deliver(r, out)?,
                 None => break,
             }
         }
@@ -74,7 +104,7 @@ impl<B: PayloadBuf> Checker<B> {
         self.make_room(cancel, out)?;
         self.pool.submit(frame, cancel)?;
         while let Some(r) = self.pool.try_next() {
-            Self::deliver(r, out)?;
+            self.deliver(r, out)?;
         }
         Ok(())
     }
@@ -86,7 +116,7 @@ impl<B: PayloadBuf> Checker<B> {
         out: &mut dyn FnMut(B) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         while let Some(r) = self.pool.next(cancel)? {
-            Self::deliver(r, out)?;
+            self.deliver(r, out)?;
         }
         Ok(())
     }
@@ -125,18 +155,20 @@ impl<R: Read> Decoder<R> {
         // an earlier bad frame win. Errors from the checker itself end at once.
         let ended = |checker: &mut Option<Checker<FrameBuf>>,
                      r: anyhow::Result<Digest>,
+                     aborted: bool,
                      deliver: &mut dyn FnMut(FrameBuf) -> anyhow::Result<()>|
          -> anyhow::Result<Digest> {
             if let Some(c) = checker.as_mut() {
                 c.drain(&cancel, deliver)?;
+                c.release(aborted, deliver)?;
             }
             r
         };
         let digest = loop {
             let ev = match self.step(&mut parser) {
                 Ok(Some(ev)) => ev,
-                Ok(None) => break ended(&mut checker, parser.finish(), &mut deliver)?,
-                Err(e) => break ended(&mut checker, Err(e), &mut deliver)?,
+                Ok(None) => break ended(&mut checker, parser.finish(), false, &mut deliver)?,
+                Err(e) => break ended(&mut checker, Err(e), false, &mut deliver)?,
             };
             match ev {
                 Event::NeedBuffer => {
@@ -153,7 +185,7 @@ impl<R: Read> Decoder<R> {
                 Event::End => {}
                 Event::Abort(text) => {
                     let e = zpipe_core::exit::integrity(text);
-                    break ended(&mut checker, Err(e), &mut deliver)?;
+                    break ended(&mut checker, Err(e), true, &mut deliver)?;
                 }
             }
         };
@@ -257,10 +289,17 @@ impl DecodeStage {
 
     /// Ends with `r` after delivering every frame in flight (an earlier
     /// bad frame wins): for parser errors, ABORT and the end of input.
-    fn ended<T>(&mut self, r: anyhow::Result<T>, out: &mut Emitter<'_>) -> anyhow::Result<T> {
+    /// After an ABORT the last verified frame is not delivered.
+    fn ended<T>(
+        &mut self,
+        r: anyhow::Result<T>,
+        aborted: bool,
+        out: &mut Emitter<'_>,
+    ) -> anyhow::Result<T> {
         if let Some(c) = self.checker.as_mut() {
             let cancel = out.cancel().clone();
             c.drain(&cancel, &mut |b| out.emit(b))?;
+            c.release(aborted, &mut |b| out.emit(b))?;
         }
         r
     }
@@ -287,7 +326,7 @@ impl DecodeStage {
             }
             Event::End => {}
             Event::Abort(text) => {
-                return self.ended(Err(zpipe_core::exit::integrity(text)), out);
+                return self.ended(Err(zpipe_core::exit::integrity(text)), true, out);
             }
         }
         Ok(())
@@ -300,7 +339,7 @@ impl Stage for DecodeStage {
         while !data.is_empty() {
             let (n, ev) = match self.parser.feed(data) {
                 Ok(r) => r,
-                Err(e) => return self.ended(Err(e), out),
+                Err(e) => return self.ended(Err(e), false, out),
             };
             data = &data[n..];
             if let Some(ev) = ev {
@@ -312,7 +351,7 @@ impl Stage for DecodeStage {
 
     fn finish(&mut self, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let r = self.parser.finish();
-        let digest = self.ended(r, out)?;
+        let digest = self.ended(r, false, out)?;
         *self.handle.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
         Ok(())
     }

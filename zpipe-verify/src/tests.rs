@@ -310,8 +310,9 @@ fn abort_carries_the_senders_message() {
         &["sender aborted", "after 3 frames", "dataset does not exist"],
     );
     assert_eq!(
-        out, input,
-        "frames before the ABORT verified and are written"
+        out,
+        input[..200],
+        "frames before the ABORT verified and are written, but the last one"
     );
     // The message cut short is still the sender's abort.
     let (_, r) = decode(&stream[..stream.len() - 5], 2);
@@ -343,7 +344,8 @@ fn incomplete_zfs_stream_makes_the_encoder_write_abort() {
     assert!(format!("{err:#}").contains("ZFS"), "{err:#}");
     let (out, r) = decode(&stream, 2);
     expect_integrity(r, &["sender aborted", "incomplete"]);
-    assert_eq!(out, begin);
+    // The last frame before an ABORT is held back.
+    assert_eq!(out, begin[..300]);
 
     // Not following ZFS: the same bytes are plain data.
     let mut plain = Vec::new();
@@ -504,7 +506,7 @@ fn stage_writes_abort_for_an_incomplete_zfs_stream() {
     );
     let (out, r) = decode(&framed, 1);
     expect_integrity(r, &["sender aborted", "incomplete"]);
-    assert_eq!(out, begin);
+    assert_eq!(out, begin[..300], "all but the frame before the ABORT");
 }
 
 #[test]

@@ -363,11 +363,12 @@ fn abort_trailer_fails_with_the_senders_message() {
     e.write_all(&input).unwrap();
     e.abort("cannot send 'tank/fs@x': I/O error").unwrap();
     let r = run(&["-d"], &stream);
+    // The last frame before an ABORT is held back: 2 of 3 frames.
     assert_rejected(
         &r,
         &input,
         1000,
-        3,
+        2,
         &[
             "sender aborted",
             "after 3 frames",
@@ -403,7 +404,7 @@ fn incomplete_zfs_stream_is_sent_with_abort() {
         e.err
     );
     let r = run(&["-d"], &e.out);
-    assert_rejected(&r, &begin, 100, 4, &["sender aborted", "incomplete"]);
+    assert_rejected(&r, &begin, 100, 3, &["sender aborted", "incomplete"]);
 
     // A real zfs-fuse stream cut short, too.
     let full = fixture("fuse_full.zfs");
@@ -413,7 +414,7 @@ fn incomplete_zfs_stream_is_sent_with_abort() {
     let r = run(&["-d"], &e.out);
     assert_eq!(r.code, 2);
     assert!(r.err.contains("sender aborted"), "{}", r.err);
-    assert!(r.out == cut);
+    assert!(cut.starts_with(&r.out) && r.out.len() < cut.len());
 
     // The whole stream ends with END; plain data is framed as is.
     let e = run(&[], &full);
