@@ -49,6 +49,7 @@ pub fn run_stage(input: &[u8], cut: usize, stage: Box<dyn Stage>) -> anyhow::Res
         block_size: cut.max(1),
         blocks: MEM_BLOCKS,
         depth: 1,
+        headroom: 0,
     };
     pipeline::run(
         &cfg,

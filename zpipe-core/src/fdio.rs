@@ -154,6 +154,39 @@ pub fn read_some(
     }
 }
 
+/// Reads once, once input is available, appending to `buf` without letting
+/// it grow past `limit` bytes; returns the bytes added (0: end of input, or
+/// `buf` already at `limit`). Reads into spare capacity: nothing is
+/// zero-filled first when the capacity is exactly `limit`.
+pub fn read_some_into(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    cancel: &Cancel,
+    idle: &mut dyn Idle,
+) -> anyhow::Result<usize> {
+    let len = buf.len();
+    if len >= limit {
+        return Ok(0);
+    }
+    buf.reserve_exact(limit - len);
+    if buf.capacity() != limit {
+        // More room than allowed: read into an initialised window instead.
+        buf.resize(limit, 0);
+        let r = read_some(fd, &mut buf[len..], cancel, idle);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        return r;
+    }
+    loop {
+        wait_cancellable(fd, Side::Input, cancel, idle)?;
+        match rustix::io::read(fd, rustix::buffer::spare_capacity(buf)) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+            Err(e) => return Err(io::Error::from(e)).context("reading input"),
+        }
+    }
+}
+
 /// Reads until `buf` is full or input ends; returns the bytes read.
 pub fn read_full(
     fd: BorrowedFd<'_>,

@@ -83,6 +83,9 @@ pub struct PipelineConfig {
     pub blocks: usize,
     /// Capacity of each channel between parts, in blocks.
     pub depth: usize,
+    /// Free bytes in front of each source block's data, for a stage that
+    /// prepends a header in place (see [`Block::expose_headroom`]).
+    pub headroom: usize,
 }
 
 impl Default for PipelineConfig {
@@ -91,6 +94,7 @@ impl Default for PipelineConfig {
             block_size: crate::DEFAULT_BLOCK_SIZE,
             blocks: 8,
             depth: 2,
+            headroom: 0,
         }
     }
 }
@@ -134,7 +138,7 @@ pub fn run(
     mut sink: Box<dyn Sink>,
     cancel: &Cancel,
 ) -> anyhow::Result<()> {
-    let pool = BlockPool::new(cfg.block_size, cfg.blocks);
+    let pool = BlockPool::with_headroom(cfg.block_size, cfg.blocks, cfg.headroom);
     let parts = stages.len() + 2;
     let tokens: Arc<Vec<Cancel>> = Arc::new((0..parts).map(|_| cancel.child()).collect());
     let (done_tx, done_rx) = bounded::<()>(parts);
@@ -306,8 +310,7 @@ impl Source for FdSource {
             b.vec_mut().extend(self.prefix.drain(..take));
             return Ok(Some(b));
         }
-        let n = fdio::read_full(self.fd.as_fd(), b.resize(size), cancel, self.idle.as_mut())?;
-        b.vec_mut().truncate(n);
+        let n = b.read_from(self.fd.as_fd(), cancel, self.idle.as_mut())?;
         Ok(if n == 0 { None } else { Some(b) })
     }
 }
@@ -392,6 +395,7 @@ mod tests {
             block_size: 16,
             blocks: 3,
             depth: 1,
+            headroom: 0,
         }
     }
 

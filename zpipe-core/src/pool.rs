@@ -4,6 +4,12 @@
 //! allocated lazily; a [`Block`] returns its buffer to the pool when dropped.
 //! Waiting for a free block is how a fast producer is held back, so memory
 //! is bounded by `count × block_size`, never by the input's size.
+//!
+//! A pool may give its blocks headroom: bytes kept free before the data, so
+//! a later stage can put a header in front in place (the verify framing
+//! does) instead of copying the data behind it. Reads go into a block's
+//! spare capacity ([`Block::read_from`]), so blocks are not zero-filled
+//! before every use.
 
 use crate::cancel::{Cancel, Cancelled, POLL_INTERVAL};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -21,6 +27,7 @@ struct PoolInner {
     free_tx: Sender<Vec<u8>>,
     free_rx: Receiver<Vec<u8>>,
     block_size: usize,
+    headroom: usize,
     count: usize,
     allocated: AtomicUsize,
 }
@@ -28,7 +35,9 @@ struct PoolInner {
 /// One pooled buffer; its bytes are `data()`, its capacity the pool's block size.
 #[derive(Debug)]
 pub struct Block {
+    /// Headroom (`..start`) then data (`start..`).
     buf: Vec<u8>,
+    start: usize,
     home: Sender<Vec<u8>>,
     block_size: usize,
 }
@@ -36,6 +45,12 @@ pub struct Block {
 impl BlockPool {
     /// A pool of at most `count` blocks of `block_size` bytes each.
     pub fn new(block_size: usize, count: usize) -> Self {
+        Self::with_headroom(block_size, count, 0)
+    }
+
+    /// Like [`BlockPool::new`], each block keeping `headroom` bytes free in
+    /// front of its `block_size` bytes of data (see [`Block::expose_headroom`]).
+    pub fn with_headroom(block_size: usize, count: usize, headroom: usize) -> Self {
         let count = count.max(1);
         let (free_tx, free_rx) = bounded(count);
         BlockPool {
@@ -43,6 +58,7 @@ impl BlockPool {
                 free_tx,
                 free_rx,
                 block_size,
+                headroom,
                 count,
                 allocated: AtomicUsize::new(0),
             }),
@@ -90,7 +106,10 @@ impl BlockPool {
                 .allocated
                 .compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::Relaxed)
             {
-                Ok(_) => return Some(self.wrap(Vec::with_capacity(inner.block_size))),
+                Ok(_) => {
+                    let cap = inner.headroom + inner.block_size;
+                    return Some(self.wrap(Vec::with_capacity(cap)));
+                }
                 Err(actual) => n = actual,
             }
         }
@@ -98,9 +117,12 @@ impl BlockPool {
     }
 
     fn wrap(&self, mut buf: Vec<u8>) -> Block {
+        let start = self.inner.headroom;
         buf.clear();
+        buf.resize(start, 0);
         Block {
             buf,
+            start,
             home: self.inner.free_tx.clone(),
             block_size: self.inner.block_size,
         }
@@ -110,17 +132,22 @@ impl BlockPool {
 impl Block {
     /// The bytes held.
     pub fn data(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
+    }
+
+    /// The bytes held, for rewriting in place.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
     }
 
     /// Number of bytes held.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// True when the block holds no bytes.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// The pool's block size: how much this block is meant to hold.
@@ -128,17 +155,56 @@ impl Block {
         self.block_size
     }
 
-    /// The buffer itself, for stages that fill or rewrite it. Growing it past
-    /// the block size works but costs memory the pool does not account for.
+    /// Free bytes in front of the data.
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+
+    /// Makes the last `n` bytes of the headroom part of the data (zeros
+    /// unless written before), e.g. to fill in a header in front of it.
+    /// Panics if `n` exceeds [`Block::headroom`].
+    pub fn expose_headroom(&mut self, n: usize) {
+        assert!(n <= self.start, "exposing more than the headroom");
+        self.start -= n;
+    }
+
+    /// The buffer itself (data only: any headroom is given up), for stages
+    /// that fill or rewrite it. Growing it past the block size works but
+    /// costs memory the pool does not account for.
     pub fn vec_mut(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         &mut self.buf
     }
 
     /// Makes the block hold exactly `len` bytes, zero-filling new space, and
-    /// returns them for writing (e.g. as a read buffer).
+    /// returns them for writing.
     pub fn resize(&mut self, len: usize) -> &mut [u8] {
-        self.buf.resize(len, 0);
-        &mut self.buf
+        self.buf.resize(self.start + len, 0);
+        self.data_mut()
+    }
+
+    /// Appends what `fd` gives until the block holds its block size or the
+    /// input ends; returns the bytes added (0: end of input). Reads go
+    /// straight into the spare capacity, nothing is zero-filled first.
+    pub fn read_from(
+        &mut self,
+        fd: rustix::fd::BorrowedFd<'_>,
+        cancel: &Cancel,
+        idle: &mut dyn crate::fdio::Idle,
+    ) -> anyhow::Result<usize> {
+        let want = self.start + self.block_size;
+        let mut added = 0;
+        while self.buf.len() < want {
+            let n = crate::fdio::read_some_into(fd, &mut self.buf, want, cancel, idle)?;
+            if n == 0 {
+                break;
+            }
+            added += n;
+        }
+        Ok(added)
     }
 }
 
@@ -154,6 +220,7 @@ impl Drop for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fd::AsFd;
 
     #[test]
     fn blocks_are_reused_and_bounded() {
@@ -179,5 +246,46 @@ mod tests {
         let _held = pool.get(&c).unwrap();
         c.cancel();
         assert!(pool.get(&c).is_err());
+    }
+
+    #[test]
+    fn headroom_is_kept_in_front_and_can_be_exposed() {
+        let pool = BlockPool::with_headroom(8, 1, 4);
+        let c = Cancel::new();
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, b"0123456789").unwrap();
+        drop(w);
+        let mut b = pool.get(&c).unwrap();
+        assert_eq!((b.headroom(), b.len()), (4, 0));
+        let n = b
+            .read_from(r.as_fd(), &c, &mut crate::fdio::NoIdle)
+            .unwrap();
+        assert_eq!(
+            (n, b.data()),
+            (8, &b"01234567"[..]),
+            "reads stop at the block size"
+        );
+        b.expose_headroom(2);
+        b.data_mut()[..2].copy_from_slice(b"hd");
+        assert_eq!(b.data(), b"hd01234567");
+        assert_eq!(
+            b.vec_mut().as_slice(),
+            b"hd01234567",
+            "vec_mut gives up the rest of the headroom"
+        );
+        drop(b);
+        // A reused block is empty again, with its headroom back, and reads
+        // only what the input still has.
+        let mut b = pool.get(&c).unwrap();
+        assert_eq!((b.headroom(), b.len()), (4, 0));
+        let n = b
+            .read_from(r.as_fd(), &c, &mut crate::fdio::NoIdle)
+            .unwrap();
+        assert_eq!((n, b.data()), (2, &b"89"[..]));
+        assert_eq!(
+            b.read_from(r.as_fd(), &c, &mut crate::fdio::NoIdle)
+                .unwrap(),
+            0
+        );
     }
 }

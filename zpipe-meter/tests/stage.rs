@@ -145,6 +145,7 @@ fn stage_watchdog_names_a_blocked_downstream() {
             block_size: 1024,
             blocks: 4,
             depth: 1,
+            headroom: 0,
         },
         Box::new(FdSource::new(feed(vec![0u8; 1 << 20]))),
         vec![Box::new(stage)],

@@ -364,8 +364,11 @@ impl AbortHandle {
 }
 
 /// A pipeline stage: raw blocks in, framed blocks out (one block per frame:
-/// header record then payload). Input blocks are copied into the stage's
-/// own pool and released at once, so it never starves its source.
+/// header record then payload). An input block that is exactly one frame
+/// and has [`RECORD_LEN`] bytes of headroom (a pipeline with
+/// `headroom: RECORD_LEN` and `block_size` = the frame size) is framed in
+/// place; other input is copied into the stage's own pool and released at
+/// once.
 ///
 /// When the carried ZFS stream is incomplete, or [`AbortHandle::abort`] was
 /// called, `finish` writes ABORT and still returns `Ok`, so the trailer
@@ -422,7 +425,7 @@ impl EncodeStage {
     ) -> anyhow::Result<()> {
         let len = b.len() - RECORD_LEN;
         let rec = self.state.next_frame(len, sha);
-        b.vec_mut()[..RECORD_LEN].copy_from_slice(&rec);
+        b.data_mut()[..RECORD_LEN].copy_from_slice(&rec);
         out.emit(b)
     }
 
@@ -433,6 +436,12 @@ impl EncodeStage {
         if b.len() == RECORD_LEN {
             return Ok(());
         }
+        self.submit(b, out)
+    }
+
+    /// Hands a frame block (header space, then payload) to the hashers,
+    /// emitting the frames that finished meanwhile.
+    fn submit(&mut self, b: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let cancel = out.cancel().clone();
         while !self.hasher.has_room() {
             if let Some(r) = self.hasher.next(&cancel)? {
@@ -455,6 +464,15 @@ impl Stage for EncodeStage {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.send_header(out)?;
         self.state.follow(block.data());
+        if self.cur.is_none()
+            && block.len() == self.cfg.frame_size
+            && block.headroom() >= RECORD_LEN
+        {
+            // A whole frame with room for its header: frame it in place.
+            let mut block = block;
+            block.expose_headroom(RECORD_LEN);
+            return self.submit(block, out);
+        }
         let frame_end = RECORD_LEN + self.cfg.frame_size;
         let mut data = block.data();
         while !data.is_empty() {

@@ -415,6 +415,7 @@ fn run_stages_with(
         block_size: 4096,
         blocks: 4,
         depth: 2,
+        headroom: 0,
     };
     let r = pipeline::run(
         &pcfg,
@@ -522,6 +523,7 @@ fn encode_and_decode_stages_chain_with_tiny_pools() {
         block_size: 700,
         blocks: 1,
         depth: 1,
+        headroom: 0,
     };
     pipeline::run(
         &pcfg,
@@ -600,5 +602,41 @@ proptest! {
                 prop_assert!(input.starts_with(&out));
             }
         }
+    }
+}
+
+#[test]
+fn in_place_framing_from_a_descriptor_matches_the_plain_encoder() {
+    // A pipe source with frame-sized blocks and header headroom: whole
+    // frames are framed in place, the short tail is copied; the bytes must
+    // be exactly the plain encoder's.
+    for len in [0, 1, 4096, 3 * 4096, 3 * 4096 + 5, 100_000] {
+        let input = data(len, 11);
+        let c = cfg(4096, 2);
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let feed = input.clone();
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(w);
+            std::io::Write::write_all(&mut f, &feed).unwrap();
+        });
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let pcfg = PipelineConfig {
+            block_size: 4096,
+            blocks: 4,
+            depth: 2,
+            headroom: RECORD_LEN,
+        };
+        let (enc, _h) = EncodeStage::new(c.clone());
+        pipeline::run(
+            &pcfg,
+            Box::new(pipeline::FdSource::new(r)),
+            vec![Box::new(enc)],
+            Box::new(VecSink(got.clone())),
+            &Cancel::new(),
+        )
+        .unwrap();
+        writer.join().unwrap();
+        let (plain, _) = encode(&input, &c);
+        assert!(*got.lock().unwrap() == plain, "len {len}");
     }
 }
