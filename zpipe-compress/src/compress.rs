@@ -20,6 +20,9 @@ use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, ResetDirectiv
 pub const DEFAULT_LEVEL: i32 = 3;
 /// Lowest level accepted.
 pub const MIN_LEVEL: i32 = 1;
+/// The level below [`MIN_LEVEL`] that `--adapt` may use: blocks stored
+/// without running the compressor (still valid zstd).
+pub const STORE_LEVEL: i32 = 0;
 /// Highest level accepted (zstd's highest without `--ultra`).
 pub const MAX_LEVEL: i32 = 19;
 /// Default size of the independent blocks (frames).
@@ -101,9 +104,9 @@ impl CompressConfig {
             ));
         }
         if let Some(r) = self.adapt {
-            if r.min > r.max || r.min < MIN_LEVEL || r.max > MAX_LEVEL {
+            if r.min > r.max || r.min < STORE_LEVEL || r.max > MAX_LEVEL {
                 return bad(format!(
-                    "--adapt-min {} / --adapt-max {} must satisfy {MIN_LEVEL} <= min <= max <= {MAX_LEVEL}",
+                    "--adapt-min {} / --adapt-max {} must satisfy {STORE_LEVEL} <= min <= max <= {MAX_LEVEL}",
                     r.min, r.max
                 ));
             }
@@ -193,6 +196,7 @@ struct Job {
 struct Done {
     input: Chunk,
     out: Block,
+    level: i32,
     raw: bool,
     result: Result<(), String>,
 }
@@ -294,14 +298,16 @@ impl CompressStage {
         self.stats
             .bytes_out
             .fetch_add(d.out.len() as u64, Ordering::Relaxed);
+        let in_len = d.input.data().len() as u64;
         if let Chunk::Buf(v) = d.input {
             self.free.push(v);
         }
         let t = Instant::now();
         out.emit(d.out)?;
         if let Some(a) = self.adapt.as_mut() {
-            a.output_waited(t.elapsed());
-            self.level = a.tick(Instant::now());
+            let now = Instant::now();
+            a.output_waited(now - t);
+            self.level = a.emitted(d.level, in_len, now);
         }
         Ok(())
     }
@@ -378,6 +384,7 @@ fn run_job(job: Job) -> Done {
     Done {
         input,
         out,
+        level,
         raw,
         result,
     }
@@ -394,7 +401,7 @@ fn compress_block(
 ) -> (bool, Result<(), String>) {
     out.clear();
     out.extend_from_slice(&[0u8; SIZE_FRAME_LEN]);
-    let raw = detect && looks_incompressible(w, data);
+    let raw = level == STORE_LEVEL || (detect && looks_incompressible(w, data));
     let res = if raw {
         format::write_raw_frame(data, out);
         Ok(())

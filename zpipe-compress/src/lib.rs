@@ -85,10 +85,13 @@ input is never buffered): their bytes are written as they are decoded, so \
 output may already hold part of a frame whose checksum then fails; the exit \
 status is still 2.
 
---adapt changes the level while running: up (to --adapt-max) while the \
-output side is the bottleneck (writes to a slow link block), down (to \
---adapt-min) while the CPU is. On a fast link the level only goes down, so \
---adapt never makes it slower than the fixed starting level.
+--adapt changes the level while running, by measuring what each level \
+delivers (uncompressed bytes handed on per second): while the output side \
+blocks (a slow link) it tries the next level up, while the CPU is the \
+bottleneck the next level down, and keeps a tried level only if it was \
+faster, within --adapt-min..--adapt-max. --adapt-min 0 lets it store blocks \
+without compressing them, when even level 1 slows the transfer down (a \
+CPU-bound consumer such as ssh on a fast link).
 
 Exit status: 0 success; 1 bad usage, or input that is not zstd at all \
 (\"not zstd data\"); 2 corrupt or truncated input (the message gives the \
@@ -137,9 +140,9 @@ pub struct Args {
     /// Change the level with the bottleneck (see below).
     #[arg(long = "adapt")]
     pub adapt: bool,
-    /// Lowest level --adapt may choose.
+    /// Lowest level --adapt may choose (0: store uncompressed).
     #[arg(long = "adapt-min", value_name = "N", default_value_t = compress::MIN_LEVEL,
-          value_parser = clap::value_parser!(i32).range(1..=19))]
+          value_parser = clap::value_parser!(i32).range(0..=19))]
     pub adapt_min: i32,
     /// Highest level --adapt may choose.
     #[arg(long = "adapt-max", value_name = "N", default_value_t = compress::MAX_LEVEL,
@@ -187,9 +190,9 @@ pub struct CompressArgs {
     /// Change the level with the bottleneck (up while the link is slow).
     #[arg(long = "compress-adapt")]
     pub adapt: bool,
-    /// Lowest level --compress-adapt may choose.
+    /// Lowest level --compress-adapt may choose (0: store uncompressed).
     #[arg(long = "compress-adapt-min", value_name = "N", default_value_t = compress::MIN_LEVEL,
-          value_parser = clap::value_parser!(i32).range(1..=19))]
+          value_parser = clap::value_parser!(i32).range(0..=19))]
     pub adapt_min: i32,
     /// Highest level --compress-adapt may choose.
     #[arg(long = "compress-adapt-max", value_name = "N", default_value_t = compress::MAX_LEVEL,
@@ -321,6 +324,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
             block_size: DECOMPRESS_READ_BLOCK,
             blocks,
             depth: DECOMPRESS_DEPTH,
+            headroom: 0,
         };
         pipeline::run(&cfg, source, vec![Box::new(stage)], sink, &cancel)?;
         return Ok(Exit::Success);
@@ -344,6 +348,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         block_size: ccfg.block_size,
         blocks: ccfg.window() + 3,
         depth: COMPRESS_DEPTH,
+        headroom: 0,
     };
     let start = std::time::Instant::now();
     pipeline::run(

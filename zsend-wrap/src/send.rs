@@ -13,8 +13,10 @@ use zpipe_core::{exit, Cancel, Exit};
 
 /// `--compress auto`: the level it starts at, and the range it adapts in.
 pub const AUTO_START_LEVEL: i32 = 1;
-/// Lowest level `--compress auto` goes down to.
-pub const AUTO_MIN_LEVEL: i32 = 1;
+/// Lowest level `--compress auto` goes down to: storing blocks
+/// uncompressed, for links where compressing only slows the transfer (a
+/// CPU-bound ssh on a fast link).
+pub const AUTO_MIN_LEVEL: i32 = zpipe_compress::compress::STORE_LEVEL;
 /// Highest level `--compress auto` goes up to while the link is the bottleneck.
 pub const AUTO_MAX_LEVEL: i32 = 9;
 
@@ -295,6 +297,8 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
     );
     let cfg = PipelineConfig {
         block_size: args.frame_size as usize,
+        // Whole frames with room for their header: framed in place.
+        headroom: zpipe_verify::format::RECORD_LEN,
         ..PipelineConfig::default()
     };
     let result = pipeline::run(&cfg, Box::new(source), stages, sink, &cancel);
