@@ -143,12 +143,14 @@ pub fn unregister_child(pid: u32) {
         .retain(|&p| p != pid);
 }
 
-/// Sends SIGTERM to every registered child process.
+/// Sends SIGTERM to every registered child process, and SIGCONT so that
+/// a paused (SIGSTOP) child acts on it instead of staying behind.
 pub fn terminate_children() {
     let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for pid in pids {
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
         }
     }
 }

@@ -12,6 +12,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// How long [`Child::stop`] waits after SIGTERM before SIGKILL.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How much of a child's stderr is kept for error messages.
 pub const STDERR_TAIL: usize = 8192;
 
@@ -194,14 +197,31 @@ impl Child {
         )))
     }
 
-    /// Stops the child with SIGTERM (if still running) and reaps it.
+    /// Stops the child with SIGTERM (if still running) and reaps it. A
+    /// paused child (SIGSTOP) is continued so the SIGTERM takes effect, and
+    /// one still running after [`STOP_GRACE`] is killed (SIGKILL), so that
+    /// stopping never hangs on a child that does not end.
     pub fn stop(&mut self) {
-        if self.status.is_none() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.inner.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let _ = self.wait();
+        use rustix::process::{kill_process, Pid, Signal};
+        if self.status.is_some() {
+            return;
         }
+        let Some(pid) = Pid::from_raw(self.inner.id() as i32) else {
+            return;
+        };
+        let _ = kill_process(pid, Signal::TERM);
+        let _ = kill_process(pid, Signal::CONT);
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while std::time::Instant::now() < deadline {
+            if matches!(self.inner.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if matches!(self.inner.try_wait(), Ok(None)) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        let _ = self.wait();
     }
 }
 

@@ -734,6 +734,14 @@ impl<'a> Pull<'a> {
                 &self.caps,
                 rustix::fd::OwnedFd::from(stdout),
             );
+            // Our own I/O failure (a stall) that is not the echo of the
+            // remote side's: ssh may wait on a hung peer forever.
+            let stopped = result
+                .as_ref()
+                .is_err_and(|e| exit::classify(e) == Exit::Io && !exit::is_broken_pipe(e));
+            if stopped {
+                c.stop();
+            }
             let status = c.wait()?;
             let bytes = read_meter_bytes(&stats);
             let _ = std::fs::remove_file(&stats);
@@ -751,8 +759,12 @@ impl<'a> Pull<'a> {
             match (result, remote) {
                 (Ok(_), None) => {}
                 (Ok(_), Some(r)) => return Err(r),
+                // We stopped ssh: its failure is our echo.
+                (Err(e), _) if stopped => return Err(e),
                 // Nothing arrived: the remote side's own words explain why.
-                (Err(e), Some(r)) if format!("{e:#}").contains("no input") => return Err(r),
+                (Err(e), Some(r)) if format!("{e:#}").contains("the stream is empty") => {
+                    return Err(r)
+                }
                 // A failed ssh (a dead link, exit 255) says why in its stderr.
                 (Err(e), Some(_)) if !c.stderr_text().is_empty() => {
                     return Err(e.context(format!("(on {}: {})", self.src.host, c.stderr_text())))

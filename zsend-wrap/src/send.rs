@@ -312,19 +312,65 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         z.check()
     };
     let ssh_result = match ssh_child.as_mut() {
-        Some(c) => c.check().map_err(|e| remote_error(e, c)),
+        Some(c) => {
+            // Our own failure (a stall, a signal) that is not the echo of
+            // the remote side's: ssh may wait on a hung peer forever.
+            if result.as_ref().is_err_and(|e| !exit::is_broken_pipe(e)) {
+                c.stop();
+            }
+            c.check().map_err(|e| remote_error(e, c))
+        }
         None => Ok(()),
     };
     let _ = meter.finish(result.as_ref().map(|_| ()));
+    let result = send_outcome(result, zfs_result, ssh_result);
+    if let (Err(e), Some(r)) = (&result, &remote) {
+        // The receiver keeps a partial receive (zfs recv -s), but when the
+        // link died its own resume hint never reached us: say how to resume.
+        if exit::classify(e) != Exit::Usage {
+            eprintln!("zsend-wrap: {}", resume_hint(args, r));
+        }
+    }
+    result
+}
+
+/// How to resume a `--to` transfer from the receiver's partial state.
+pub fn resume_hint(args: &Args, r: &RemoteSpec) -> String {
+    use zpipe_core::child::quote_word;
+    let ssh = args.ssh.as_deref().unwrap_or("ssh");
+    let get = format!(
+        "zfs get -H -o value receive_resume_token {}",
+        quote_word(&r.dataset)
+    );
+    let ssh_flag = match &args.ssh {
+        Some(s) => format!(" --ssh {}", quote_word(s)),
+        None => String::new(),
+    };
+    format!(
+        "if the receiver kept a partial receive, resume with: zsend-wrap -t \"$({ssh} {} {})\"{ssh_flag} --to {}",
+        quote_word(&r.host),
+        quote_word(&get),
+        quote_word(&format!("{}:{}", r.host, r.dataset))
+    )
+}
+
+/// The first real error of a send (see the comments inside).
+fn send_outcome(
+    result: anyhow::Result<()>,
+    zfs_result: anyhow::Result<()>,
+    ssh_result: anyhow::Result<()>,
+) -> anyhow::Result<Exit> {
     // The first real error. A broken pipe towards ssh is the echo of the
     // remote side's failure; a failed zfs send after our own failure is the
-    // echo of it (we stopped reading); a zfs failure on its own ended the
-    // stream with ABORT and is reported last.
+    // echo of it (we stopped reading). A zfs send that failed on its own
+    // ended the stream with ABORT: it is the cause, and a remote receiver
+    // failing on that ABORT is its echo, so it is reported (exit 4) as
+    // without --to.
     match (result, zfs_result, ssh_result) {
         (Err(e), _, Err(s)) if exit::is_broken_pipe(&e) => Err(s),
         (Err(e), _, _) => Err(e),
-        (Ok(()), _, Err(s)) => Err(s),
-        (Ok(()), Err(z), Ok(())) => Err(z),
+        (Ok(()), Err(z), _) => Err(z),
+        (Ok(()), Ok(()), Err(s)) => Err(s),
         (Ok(()), Ok(()), Ok(())) => Ok(Exit::Success),
     }
 }
