@@ -250,12 +250,30 @@ impl Drop for Child {
 pub fn output<S: AsRef<OsStr>>(argv: &[S]) -> anyhow::Result<Vec<u8>> {
     let mut child = Child::spawn(argv, Io::Null, Io::Pipe, false)?;
     let mut out = Vec::new();
-    if let Some(mut so) = child.take_stdout() {
-        so.read_to_end(&mut out)
-            .with_context(|| format!("reading output of {}", child.name()))?;
+    if let Some(so) = child.take_stdout() {
+        out = read_output(so, child.name())?;
     }
     child.check()?;
     Ok(out)
+}
+
+/// Most bytes of a child's stdout kept in memory as text (snapshot
+/// listings, estimates, usage): far above any real listing, and a bound on
+/// what a broken or hostile (remote) command can make us allocate.
+pub const MAX_OUTPUT: u64 = 64 << 20;
+
+/// Reads a child's stdout to its end, at most [`MAX_OUTPUT`] bytes; more
+/// is a child error (exit 4) naming `name`. The caller drops (and so
+/// stops) the child on error.
+pub fn read_output(stdout: impl Read, name: &str) -> anyhow::Result<Vec<u8>> {
+    crate::fdio::read_at_most(stdout, MAX_OUTPUT)
+        .with_context(|| format!("reading output of {name}"))?
+        .ok_or_else(|| {
+            exit::child(format!(
+                "{name} printed more than {} MiB; refusing to read more",
+                MAX_OUTPUT >> 20
+            ))
+        })
 }
 
 /// Converts string-ish words into an argv vector.

@@ -18,6 +18,17 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 const PAGE: usize = 4096;
 
+/// Reads `r` to its end, keeping at most `limit` bytes; `Ok(None)` when
+/// it holds more. For text that is small by nature (a child's listing, a
+/// `--size-file`): what a broken or hostile producer sends can never make
+/// us allocate more than `limit`.
+pub fn read_at_most(r: impl io::Read, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    use io::Read;
+    let mut buf = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= limit).then_some(buf))
+}
+
 /// What kind of file a descriptor refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdKind {
@@ -286,6 +297,14 @@ pub fn borrow<F: AsFd>(f: &F) -> BorrowedFd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_at_most_stops_at_the_limit() {
+        assert_eq!(read_at_most(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_at_most(&b"abcd"[..], 3).unwrap(), None);
+        let zeros = std::fs::File::open("/dev/zero").unwrap();
+        assert_eq!(read_at_most(zeros, 1 << 20).unwrap(), None);
+    }
 
     #[test]
     fn pipe_is_detected_and_grown() {

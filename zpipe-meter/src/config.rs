@@ -201,10 +201,25 @@ impl MeterConfig {
     }
 }
 
+/// Largest `--size-file` or `--limit-file` read (a number, `zfs send
+/// -nvP` lines or a few windows): a bound on what a wrong path such as
+/// /dev/zero or a huge file can make us allocate.
+pub const MAX_TEXT_FILE: u64 = 16 << 20;
+
+/// Reads the text file a flag names, at most [`MAX_TEXT_FILE`] bytes of
+/// UTF-8; anything else is a usage error naming the flag and the path.
+pub fn read_text_file(flag: &str, path: &Path) -> anyhow::Result<String> {
+    let fail = |why: String| zpipe_core::exit::usage(format!("{flag} {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = zpipe_core::fdio::read_at_most(file, MAX_TEXT_FILE)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail(format!("larger than {} MiB", MAX_TEXT_FILE >> 20)))?;
+    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_string()))
+}
+
 /// Reads and parses a `--limit-file`.
 pub fn read_limit_file(path: &Path) -> anyhow::Result<Schedule> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| zpipe_core::exit::usage(format!("--limit-file {}: {e}", path.display())))?;
+    let text = read_text_file("--limit-file", path)?;
     schedule::parse_limit_file(&text)
         .map_err(|e| zpipe_core::exit::usage(format!("--limit-file {}: {e}", path.display())))
 }
@@ -252,12 +267,7 @@ impl MeterArgs {
     pub fn config(&self) -> anyhow::Result<MeterConfig> {
         let size = match (&self.size, &self.size_file) {
             (Some(n), _) => sane_size(*n),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    zpipe_core::exit::usage(format!("--size-file {}: {e}", path.display()))
-                })?;
-                parse_size_estimate(&text)
-            }
+            (None, Some(path)) => parse_size_estimate(&read_text_file("--size-file", path)?),
             (None, None) => None,
         };
         let progress = if self.quiet {

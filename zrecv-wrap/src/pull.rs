@@ -20,7 +20,7 @@ use anyhow::Context;
 use chrono::{DateTime, Local, TimeZone};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -646,9 +646,9 @@ impl<'a> Pull<'a> {
         let argv = self.ssh.argv(&self.src.host, words);
         let mut c = Child::spawn(&argv, Io::Null, Io::Pipe, false)?;
         let mut out = Vec::new();
-        if let Some(mut so) = c.take_stdout() {
-            so.read_to_end(&mut out)
-                .context("reading the output of ssh")?;
+        if let Some(so) = c.take_stdout() {
+            // Bounded: a hostile source must not exhaust the backup host.
+            out = zpipe_core::child::read_output(so, &format!("ssh {}", self.src.host))?;
         }
         let status = c.wait()?;
         if !status.success() {

@@ -188,9 +188,8 @@ impl Zfs {
         let mut c = Child::spawn(&self.argv([verb]), Io::Null, Io::Pipe, false)
             .with_context(|| format!("asking {} what it supports", self.display()))?;
         let mut out = String::new();
-        if let Some(mut so) = c.take_stdout() {
-            use std::io::Read;
-            let _ = so.read_to_string(&mut out);
+        if let Some(so) = c.take_stdout() {
+            out = String::from_utf8_lossy(&child::read_output(so, &self.display())?).into_owned();
         }
         let _ = c.wait();
         // Usage goes to stderr; keep line structure for the parser.
@@ -240,9 +239,8 @@ impl Zfs {
         args.extend(send_args.iter().cloned());
         let mut c = Child::spawn(&self.argv(args), Io::Null, Io::Pipe, false)?;
         let mut out = String::new();
-        if let Some(mut so) = c.take_stdout() {
-            use std::io::Read;
-            let _ = so.read_to_string(&mut out);
+        if let Some(so) = c.take_stdout() {
+            out = String::from_utf8_lossy(&child::read_output(so, &self.display())?).into_owned();
         }
         c.check()?;
         // Older OpenZFS prints the estimate on stderr.

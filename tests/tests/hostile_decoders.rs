@@ -1,0 +1,387 @@
+//! Hostile input for every decoder, through the real binaries: garbage,
+//! empty, huge declared lengths and truncations end in one line on stderr
+//! and the documented exit code (docs/EXIT-CODES.md), never a panic, and
+//! never an allocation that follows a declared length: every case runs
+//! under an address-space limit (`ulimit -v`) far below what the declared
+//! lengths would need. The table in docs/RELIABILITY.md ("Hostile input")
+//! points here.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use zpipe_tests::bin;
+
+/// Address-space limit (KiB) for every run: 512 MiB. The tools need far
+/// less; the inputs below declare gigabytes.
+const VMEM_KIB: u64 = 512 * 1024;
+
+/// What a limited run left behind.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stderr: String,
+    stdout_len: usize,
+}
+
+/// Runs `tool args` with `input` on stdin (through a file) and `env` set,
+/// under [`VMEM_KIB`] of address space.
+fn run_env(tool: &str, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Out {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(input)
+        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v {VMEM_KIB} && exec \"$0\" \"$@\""))
+        .arg(bin(tool))
+        .args(args)
+        // Few malloc arenas, so the limit is about data, not thread count.
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(std::fs::File::open(&path).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    Out {
+        code: o.status.code(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        stdout_len: o.stdout.len(),
+    }
+}
+
+fn run(tool: &str, args: &[&str], input: &[u8]) -> Out {
+    run_env(tool, args, input, &[])
+}
+
+/// Exit `code`, exactly one stderr line starting with `tool: ` and holding
+/// every word of `words`, and no panic text.
+#[track_caller]
+fn assert_refused(what: &str, o: &Out, tool: &str, code: i32, words: &[&str]) {
+    assert_eq!(o.code, Some(code), "{what}: {o:?}");
+    assert_eq!(o.stderr.lines().count(), 1, "{what}: {o:?}");
+    assert!(o.stderr.starts_with(&format!("{tool}: ")), "{what}: {o:?}");
+    assert!(!o.stderr.contains("panicked"), "{what}: {o:?}");
+    for w in words {
+        assert!(o.stderr.contains(w), "{what}: no '{w}' in {o:?}");
+    }
+}
+
+/// Deterministic noise.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn limit_leaves_room_for_honest_work() {
+    // The same limit passes a normal stream, so the refusals below are the
+    // decoders' own.
+    let data = noise(3 << 20, 1);
+    let mut enc = Vec::new();
+    let mut e = zpipe_verify::Encoder::new(&mut enc, &Default::default()).unwrap();
+    e.write_all(&data).unwrap();
+    e.finish().unwrap();
+    let o = run("zpipe-verify", &["-d"], &enc);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stdout_len, data.len());
+}
+
+mod verify_framing {
+    use super::*;
+    use zpipe_verify::format::{DataHeader, Header, MAX_FRAME_LEN};
+
+    fn header(max: u32) -> Vec<u8> {
+        Header { max_frame_len: max }.encode().to_vec()
+    }
+
+    fn data_header(len: u32) -> Vec<u8> {
+        DataHeader {
+            len,
+            seq: 0,
+            offset: 0,
+            sha: [7; 32],
+        }
+        .encode()
+        .to_vec()
+    }
+
+    #[test]
+    fn garbage_empty_huge_and_truncated_framing_exit_2() {
+        let max = MAX_FRAME_LEN as u32;
+        let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+            ("empty", Vec::new(), &[]),
+            ("garbage", noise(1 << 20, 2), &["not a zpipe-verify stream"]),
+            ("header only", header(1 << 20), &[]),
+            (
+                "header declaring 4 GiB frames",
+                header(u32::MAX),
+                &["frame size"],
+            ),
+            (
+                "frame declaring 4 GiB",
+                [header(max), data_header(u32::MAX)].concat(),
+                &[],
+            ),
+            (
+                "frame declaring 16 MiB, 10 bytes sent",
+                [header(max), data_header(max), vec![1; 10]].concat(),
+                &[],
+            ),
+            (
+                "frame longer than the header allows",
+                [header(4096), data_header(4097), vec![1; 4097]].concat(),
+                &[],
+            ),
+            ("cut record", header(max)[..40].to_vec(), &[]),
+        ];
+        for (what, input, words) in cases {
+            let o = run("zpipe-verify", &["-d"], &input);
+            assert_refused(what, &o, "zpipe-verify", 2, words);
+            assert_eq!(o.stdout_len, 0, "{what}: unverified bytes written");
+        }
+    }
+}
+
+mod verify_zfs {
+    use super::*;
+    use zpipe_verify::zfs::builder::{BeginFields, StreamBuilder};
+    use zpipe_verify::zfs::ByteOrder;
+
+    fn begin() -> Vec<u8> {
+        let mut b = StreamBuilder::new(ByteOrder::Little, false);
+        b.begin(
+            &BeginFields {
+                toname: "p/a@s".into(),
+                toguid: 5,
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        b.into_inner()
+    }
+
+    #[test]
+    fn garbage_empty_huge_and_truncated_zfs_streams_exit_2() {
+        let mut huge_payload = begin();
+        // drr_payloadlen of the BEGIN: 2 GiB of nvlist that never comes.
+        huge_payload[4..8].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        let mut huge_be = begin();
+        huge_be[4..8].copy_from_slice(&0xffff_fff8u32.to_le_bytes());
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("garbage", noise(1 << 20, 3)),
+            ("BEGIN declaring a 2 GiB payload", huge_payload),
+            ("BEGIN declaring a 4 GiB payload", huge_be),
+            ("cut BEGIN", begin()[..100].to_vec()),
+            ("BEGIN and nothing after it", begin()),
+        ];
+        for (what, input) in cases {
+            let o = run("zpipe-verify", &["--zfs"], &input);
+            assert_refused(what, &o, "zpipe-verify", 2, &[]);
+        }
+    }
+}
+
+mod zstd_input {
+    use super::*;
+    use zpipe_compress::{SKIPPABLE_MAGIC_MIN, ZSTD_MAGIC};
+
+    fn skippable(len: u32, body: &[u8]) -> Vec<u8> {
+        [
+            &(SKIPPABLE_MAGIC_MIN + 3).to_le_bytes()[..],
+            &len.to_le_bytes(),
+            body,
+        ]
+        .concat()
+    }
+
+    fn zstd_header(descriptor: u8, rest: &[u8]) -> Vec<u8> {
+        [&ZSTD_MAGIC.to_le_bytes()[..], &[descriptor], rest].concat()
+    }
+
+    #[test]
+    fn garbage_empty_huge_and_truncated_zstd_fail_cleanly() {
+        // A raw last block of 1 byte: header (1 << 3) | last.
+        let one_byte_block = [0x09, 0x00, 0x00, b'x'];
+        let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
+            ("garbage", noise(1 << 20, 4), 1, &["not zstd"]),
+            (
+                "skippable frame declaring 4 GiB",
+                skippable(u32::MAX - 16, &noise(1000, 5)),
+                2,
+                &[],
+            ),
+            (
+                "window of 2 GiB",
+                // No single segment, window descriptor exponent 21: 2^31.
+                zstd_header(0x00, &[21 << 3, 0x09, 0x00, 0x00, b'x']),
+                1,
+                &["--memory"],
+            ),
+            (
+                "content size of 2^60 with one byte",
+                [
+                    zstd_header(0xC0, &[0x00]),
+                    (1u64 << 60).to_le_bytes().to_vec(),
+                    one_byte_block.to_vec(),
+                ]
+                .concat(),
+                2,
+                &[],
+            ),
+            ("cut frame header", zstd_header(0xC0, &[0x00, 1, 2]), 2, &[]),
+        ];
+        for (what, input, code, words) in cases {
+            let o = run("zpipe-compress", &["-d"], &input);
+            assert_refused(what, &o, "zpipe-compress", code, words);
+        }
+    }
+
+    #[test]
+    fn lying_pzstd_size_frame_is_a_hint_not_an_allocation() {
+        // A size frame is a skippable frame: zstd -d ignores it, and so does
+        // the decoder when it lies (declares 4 GiB before a 9-byte frame),
+        // without reserving what it declares.
+        let one_byte_block = [0x09, 0x00, 0x00, b'x'];
+        let input = [
+            zpipe_compress::format::size_frame(u32::MAX).to_vec(),
+            zstd_header(0x20, &[0x01]),
+            one_byte_block.to_vec(),
+        ]
+        .concat();
+        let o = run("zpipe-compress", &["-d"], &input);
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert_eq!(o.stdout_len, 1);
+    }
+}
+
+mod meter_files_and_flags {
+    use super::*;
+
+    #[test]
+    fn endless_or_binary_size_and_limit_files_are_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, noise(4096, 6)).unwrap();
+        let binary = binary.display().to_string();
+        let cases: Vec<(&str, Vec<&str>, &[&str])> = vec![
+            (
+                "endless --size-file",
+                vec!["--size-file", "/dev/zero"],
+                &["--size-file", "larger than"],
+            ),
+            (
+                "endless --limit-file",
+                vec!["--limit-file", "/dev/zero"],
+                &["--limit-file", "larger than"],
+            ),
+            (
+                "binary --limit-file",
+                vec!["--limit-file", &binary],
+                &["--limit-file"],
+            ),
+            (
+                "binary --size-file",
+                vec!["--size-file", &binary],
+                &["--size-file"],
+            ),
+            (
+                "missing --limit-file",
+                vec!["--limit-file", "/nonexistent/x"],
+                &["--limit-file"],
+            ),
+        ];
+        for (what, args, words) in cases {
+            let mut a = vec!["--quiet"];
+            a.extend(args);
+            let o = run("zpipe-meter", &a, b"data");
+            assert_refused(what, &o, "zpipe-meter", 1, words);
+        }
+    }
+
+    #[test]
+    fn absurd_flag_values_are_usage_errors_naming_the_flag() {
+        let nines = "9".repeat(400);
+        let cases: Vec<(&str, &str)> = vec![
+            ("--limit", "0"),
+            ("--limit", "-5M"),
+            ("--limit", &nines),
+            ("--limit", "1e9"),
+            ("--limit", "NaN"),
+            ("--limit", "inf"),
+            ("--limit", ""),
+            ("--buffer", "9999P"),
+            ("--buffer", "0"),
+            ("--stall-timeout", &nines),
+            ("--stall-timeout", "99999999999d"),
+            ("--stall-timeout", "-1s"),
+            ("--interval", "5 fortnights"),
+            ("--fill", "101"),
+            ("--limit-schedule", "25:00-01:00=1M"),
+            ("--limit-schedule", ",,,"),
+            ("--limit-schedule", "08:00-09:00=\u{1}"),
+        ];
+        for (flag, value) in cases {
+            // `--flag=value`, so a value starting with '-' stays a value.
+            let arg = format!("{flag}={value}");
+            let mut args = vec!["--quiet", arg.as_str()];
+            if flag == "--fill" {
+                args.extend(["--buffer", "1M"]);
+            }
+            let o = run("zpipe-meter", &args, b"data");
+            let what = format!("{flag} {value:.40}");
+            assert_refused(&what, &o, "zpipe-meter", 1, &[flag]);
+        }
+    }
+
+    #[test]
+    fn absurd_size_means_unknown_not_an_error() {
+        for size in ["18446744073709551616", "99999999999999999999999", ""] {
+            let o = run("zpipe-meter", &["--quiet", "--size", size], b"data");
+            assert_eq!(o.code, Some(0), "--size {size}: {o:?}");
+            assert_eq!(o.stdout_len, 4);
+        }
+    }
+}
+
+mod child_output {
+    use super::*;
+
+    /// A `zfs` or `ssh` stand-in that prints zeros forever.
+    const ENDLESS: &str = "sh -c 'exec cat /dev/zero' endless";
+
+    #[test]
+    fn endless_remote_listing_is_a_child_error_not_an_oom() {
+        // Pull mode reads the source's snapshot listing through ssh: a
+        // hostile or broken source must not exhaust the backup host.
+        let args = [
+            "--quiet",
+            "--zfs",
+            "true",
+            "--ssh",
+            ENDLESS,
+            "--from",
+            "h:tank/ds",
+            "tank/x",
+        ];
+        let o = run("zrecv-wrap", &args, b"");
+        assert_refused("endless ssh output", &o, "zrecv-wrap", 4, &["more than"]);
+    }
+
+    #[test]
+    fn endless_zfs_output_is_a_child_error_not_an_oom() {
+        let o = run("zsend-wrap", &["--zfs", ENDLESS, "tank/a@s"], b"");
+        assert_refused("endless zfs output", &o, "zsend-wrap", 4, &["more than"]);
+    }
+}
