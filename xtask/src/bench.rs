@@ -73,6 +73,8 @@ pub struct Options {
     pub sweep20: Vec<u32>,
     /// The level-9 compress rows read this prefix of the mixed corpus.
     pub level9: u64,
+    /// The level-19 row (its RSS) reads this prefix.
+    pub level19: u64,
     /// A run is killed after this many seconds.
     pub timeout_s: u64,
     /// Build the release binaries first.
@@ -97,6 +99,7 @@ impl Options {
                 sweep: vec![1, 3, 9],
                 sweep20: vec![1, 3, 9],
                 level9: 64 * MIB,
+                level19: 4 * MIB,
                 timeout_s: 120,
                 build: true,
             }
@@ -115,6 +118,7 @@ impl Options {
                 sweep: (1..=19).collect(),
                 sweep20: vec![1, 3, 5, 7, 9, 12, 15, 19],
                 level9: 512 * MIB,
+                level19: 16 * MIB,
                 timeout_s: 900,
                 build: true,
             }
@@ -236,9 +240,13 @@ pub fn estimate_secs(o: &Options, case: &str) -> f64 {
         "verify" => reps * 6.0 * r / 1.0e9,
         "compress" => {
             let nine = o.level9.min(o.mixed) as f64;
-            reps * (m * (3.0 / 300e6 + 3.0 / 150e6 + 3.0 / 1e9) + nine * 3.0 / 30e6 + 2.0 * r / 1e9)
+            let top = o.level19.min(o.mixed) as f64;
+            reps * (m * (3.0 / 300e6 + 3.0 / 150e6 + 3.0 / 1e9)
+                + nine * 3.0 / 30e6
+                + top / 1e6
+                + 2.0 * r / 1e9)
         }
-        "transport" => reps * 5.0 * o.transport.min(o.mixed) as f64 / 200e6 + 5.0,
+        "transport" => reps * 7.0 * o.transport.min(o.mixed) as f64 / 200e6 + 5.0,
         "zfs" => {
             let z = o.zfs.min(o.mixed) as f64;
             30.0 + z / 80e6 + reps * 6.0 * (z / 150e6 + 2.0)

@@ -427,6 +427,7 @@ fn compress(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     // Level 9 is slow: its rows read a prefix of the corpus (all three tools
     // the same), so a full run stays well under 40 minutes.
     let nine = ctx.opts.level9.min(n);
+    let top = ctx.opts.level19.min(n);
     let slice = work.join("level9-input");
     {
         use std::io::Read;
@@ -512,6 +513,13 @@ fn compress(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
         )
         .needs(&["zstd"])
         .writes(work.join("zstd.rand.zst")),
+        // Memory at the top level, on a slice (reported, not judged).
+        ours(
+            &format!("ours -19 -T2 ({} MiB)", top >> 20),
+            format!("head -c {top} \"$MIXED\" | $ZB_TOOL {zc} -19 -T2 >\"$WORK/ours.19.zst\""),
+            top,
+        )
+        .writes(work.join("ours.19.zst")),
     ]);
     let targets = [
         wall(
@@ -707,6 +715,18 @@ fn transport(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
         ours("zsend-wrap --compress off", wrap(" --compress off"), n)
             .vs(&["plain cat | ssh cat", "plain aes128-gcm"])
             .both_sides(),
+        // The floor --compress auto adapts down to.
+        ours("zsend-wrap --compress 1", wrap(" --compress 1"), n)
+            .vs(&["plain cat | ssh cat", "zsend-wrap --compress off"])
+            .both_sides(),
+        // Plain's cipher: the cipher's share of the difference.
+        ours(
+            "zsend-wrap (auto) chacha20",
+            wrap(" --ssh-cipher chacha20-poly1305@openssh.com"),
+            n,
+        )
+        .vs(&["plain cat | ssh cat"])
+        .both_sides(),
         anchor(
             "plain aes128-gcm",
             format!("cat \"$STREAM\" | $SSH -c {GCM} \"$HOST\" 'cat >/dev/null'"),
