@@ -453,6 +453,12 @@ pub fn readme_section(cases: &[CaseResult]) -> String {
         for t in &case.targets {
             let _ = writeln!(out, "- {}", target_line(t));
         }
+        // A case without targets says what it found instead.
+        if case.targets.is_empty() {
+            for n in &case.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
         let _ = writeln!(out, "\n![{0}](bench/results/{0}.svg)\n", case.case);
     }
     out.push_str("Full tables: [bench/results/RESULTS.md](bench/results/RESULTS.md).\n");
