@@ -115,9 +115,9 @@ pub fn classify(path: &Path, executable: bool) -> Kind {
         "gz", "xz", "bz2", "zst", "lz4", "lzma", "zip", "jar", "png", "jpg", "jpeg", "gif", "webp",
         "woff", "woff2", "mp3", "ogg", "deb", "7z", "tgz", "br", "zstd",
     ];
-    const BINARY: [&str; 14] = [
+    const BINARY: [&str; 15] = [
         "so", "a", "o", "bin", "mo", "ko", "pyc", "db", "cache", "dat", "ttf", "otf", "rlib",
-        "wasm",
+        "wasm", "debug",
     ];
     let name = path
         .file_name()
@@ -197,7 +197,7 @@ pub fn plan(files: &[(PathBuf, u64, Kind)], bytes: u64, seed: u64) -> Plan {
     let mut total = 0u64;
     while total < bytes {
         // The kind furthest below its share goes next.
-        let (_, _, list, next, written) = lists
+        let (lane_kind, _, list, next, written) = lists
             .iter_mut()
             .min_by(|a, b| (a.4 as f64 / a.1).total_cmp(&(b.4 as f64 / b.1)))
             .expect("generated text is always in the mix");
@@ -207,11 +207,11 @@ pub fn plan(files: &[(PathBuf, u64, Kind)], bytes: u64, seed: u64) -> Plan {
         } else {
             let (path, size) = &list[*next % list.len()];
             *next += 1;
-            let kind = files
-                .iter()
-                .find(|f| &f.0 == path)
-                .map_or(Kind::Text, |f| f.2);
-            (Some(path.clone()), kind, (*size).min(MAX_PIECE).min(left))
+            (
+                Some(path.clone()),
+                *lane_kind,
+                (*size).min(MAX_PIECE).min(left),
+            )
         };
         *written += len;
         total += len;
