@@ -456,6 +456,13 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         target.join("bench-work"),
         Duration::from_secs(opts.timeout_s),
     )?;
+    // A zfs-fuse daemon started by the zfs case must not land in the CPU
+    // group (it is shared, and reported in its own column): start it now.
+    if selected.contains(&"zfs") {
+        if let Err(e) = zpipe_tests::check(zpipe_tests::Need::Zfs) {
+            eprintln!("bench: zfs-fuse is not usable: {e}");
+        }
+    }
     match measure::CpuGroup::enter() {
         Ok(g) => runner.group = Some(g),
         Err(e) => eprintln!("bench: no CPU figures of the remote side of ssh: {e:#}"),
