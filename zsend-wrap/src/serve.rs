@@ -116,6 +116,11 @@ pub fn parse_request(line: &str, policy: &Policy) -> Result<Request, String> {
     if let Some(c) = line.chars().find(|&c| c.is_control() && c != '\t') {
         return Err(format!("control character {c:?} in the command"));
     }
+    // Word splitting drops a `#` comment with everything after it, so a
+    // `#` must be refused before the split, not only in the words.
+    if line.contains('#') {
+        return Err("'#' in the command".into());
+    }
     let words = shlex::split(line).ok_or("cannot split the command into words")?;
     if let Some(w) = words.iter().find(|w| w.chars().any(bad_char)) {
         return Err(format!("shell metacharacter in {w:?}"));
@@ -497,6 +502,10 @@ mod tests {
         let long = format!("zfs send tank/home@{}", "a".repeat(MAX_COMMAND_LEN));
         assert!(parse_request(&long, &p).unwrap_err().contains("longer"));
         assert!(parse_request("zfs send tank/home@a\nid", &p).is_err());
+        // shlex would drop the comment and run the rest.
+        assert!(parse_request("zfs send tank/home@a #; id", &p)
+            .unwrap_err()
+            .contains('#'));
         let no_snap = Policy {
             allow_snapshot: false,
             ..policy()
