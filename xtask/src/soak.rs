@@ -1,5 +1,9 @@
 //! `cargo xtask soak [--gib N | --mib N] [--release] [--report FILE]`: a
-//! long run of the whole push pipeline, not part of CI.
+//! long run of the whole push pipeline, not part of CI. With `--corrupt
+//! RUNS` it instead does RUNS seeded corruption runs (a flipped bit, a
+//! cut, a duplicated block on the wire of `zsend-wrap | zrecv-wrap`, 32 MiB
+//! streams unless `--mib` says) and checks that each is detected and that
+//! the fake receive got nothing but a prefix of the true stream.
 //!
 //! `zsend-wrap --compress auto --limit-file F` → ssh (a private loopback
 //! sshd from the test kit) → `zrecv-wrap`, with a fake `zfs` on both ends
@@ -22,7 +26,9 @@
 //! The fake zfs reads `ZPIPE_FAKE_DIR` (where it writes its `sent` and
 //! `received` tallies), `ZPIPE_FAKE_BYTES` (file data in the stream) and
 //! `ZPIPE_FAKE_RECV_RATE` (bytes/s its receive reads at most: a slow
-//! consumer); tests/tests/faults_load.rs uses it too.
+//! consumer) and `ZPIPE_FAKE_CHECK` (compare what the receive reads with
+//! the true stream; write the `verdict`: whole, prefix N or damaged at N;
+//! fail unless whole); tests/tests/faults_load.rs uses it too.
 
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
@@ -41,6 +47,8 @@ const TOGUID: u64 = 0x50a6_0000_2026_1203;
 const LIMIT_EVERY: Duration = Duration::from_secs(5);
 /// The limits cycled through (limit-file contents).
 const LIMITS: [&str; 5] = ["unlimited", "40M", "15M", "unlimited", "25M"];
+/// Stream size of each `--corrupt` run unless `--mib`/`--gib` says.
+const CORRUPT_BYTES: u64 = 32 << 20;
 /// RSS sampling interval.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -53,6 +61,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut bytes = DEFAULT_GIB << 30;
     let mut release = false;
     let mut report: Option<PathBuf> = None;
+    let mut corrupt: Option<u64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |what: &str| -> anyhow::Result<u64> {
@@ -64,12 +73,18 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             "--gib" => bytes = num("--gib")? << 30,
             "--mib" => bytes = num("--mib")? << 20,
             "--release" => release = true,
+            "--corrupt" => corrupt = Some(num("--corrupt")?),
             "--report" => report = Some(PathBuf::from(it.next().context("--report needs a file")?)),
             other => bail!(
                 "cargo xtask soak: unknown argument {other}; usage: cargo xtask soak \
-                 [--gib N | --mib N] [--release] [--report FILE]"
+                 [--gib N | --mib N] [--release] [--report FILE] [--corrupt RUNS]"
             ),
         }
+    }
+    if let Some(runs) = corrupt {
+        let explicit = args.iter().any(|a| a == "--gib" || a == "--mib");
+        let size = if explicit { bytes } else { CORRUPT_BYTES };
+        return corruption_runs(root, runs, size, release, report.as_deref());
     }
     soak(root, bytes, release, report.as_deref())
 }
@@ -204,6 +219,14 @@ fn fake_zfs(args: &[String]) -> anyhow::Result<i32> {
             let rate: Option<u64> = std::env::var("ZPIPE_FAKE_RECV_RATE")
                 .ok()
                 .and_then(|v| v.parse().ok());
+            // With ZPIPE_FAKE_CHECK set, compare with the true stream as it
+            // arrives: what reached "zfs recv" must be a prefix of it.
+            let truth = std::env::var_os("ZPIPE_FAKE_CHECK").map(|_| {
+                let mut v = Vec::new();
+                let _ = fake_stream(&mut v, size);
+                v
+            });
+            let mut diverged: Option<u64> = None;
             let t0 = Instant::now();
             loop {
                 if let Some(r) = rate.filter(|&r| r > 0) {
@@ -218,10 +241,30 @@ fn fake_zfs(args: &[String]) -> anyhow::Result<i32> {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e.into()),
                 };
+                if let (Some(t), None) = (&truth, diverged) {
+                    let start = bytes as usize;
+                    let want = t.get(start..(start + n).min(t.len())).unwrap_or(&[]);
+                    if let Some(i) = (0..n).find(|&i| want.get(i) != Some(&buf[i])) {
+                        diverged = Some(bytes + i as u64);
+                    }
+                }
                 sum.update(&buf[..n]);
                 bytes += n as u64;
             }
             write_tally("received", bytes, &sum)?;
+            if let Some(t) = &truth {
+                let verdict = match diverged {
+                    Some(at) => format!("damaged at {at}\n"),
+                    None if bytes == t.len() as u64 => "whole\n".to_string(),
+                    None => format!("prefix {bytes}\n"),
+                };
+                let dir = std::env::var_os("ZPIPE_FAKE_DIR").context("ZPIPE_FAKE_DIR")?;
+                std::fs::write(Path::new(&dir).join("verdict"), &verdict)?;
+                if verdict != "whole\n" {
+                    eprintln!("cannot receive: incomplete stream");
+                    return Ok(1);
+                }
+            }
             Ok(0)
         }
         ("get", _) => {
@@ -300,8 +343,8 @@ fn json_bytes(path: &Path) -> Option<u64> {
         .ok()
 }
 
-fn soak(root: &Path, bytes: u64, release: bool, report: Option<&Path>) -> anyhow::Result<()> {
-    // The binaries of the profile asked for, built first.
+/// Builds the workspace binaries of the profile; returns their directory.
+fn built_bins(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     build
         .args(["build", "--quiet", "--workspace", "--bins"])
@@ -318,7 +361,142 @@ fn soak(root: &Path, bytes: u64, release: bool, report: Option<&Path>) -> anyhow
         .and_then(Path::parent)
         .context("xtask binary has no target dir")?
         .to_path_buf();
-    let bins = target.join(if release { "release" } else { "debug" });
+    Ok(target.join(if release { "release" } else { "debug" }))
+}
+
+/// `--corrupt RUNS`: seeded damage (a flipped bit, a cut, a duplicated
+/// block; tests/kit/faults.rs `Damage`) on the wire of `zsend-wrap |
+/// zrecv-wrap`, with the fake zfs checking what its receive got against
+/// the true stream. Every run must fail, and no damaged byte may reach the
+/// receive.
+fn corruption_runs(
+    root: &Path,
+    runs: u64,
+    bytes: u64,
+    release: bool,
+    report: Option<&Path>,
+) -> anyhow::Result<()> {
+    use zpipe_tests::faults::Damage;
+    let bins = built_bins(root, release)?;
+    let dir = tempfile::Builder::new().prefix("zpipe-soak-").tempdir()?;
+    let d = dir.path();
+    let zfs = zpipe_tests::shell_join(&[
+        "env".to_string(),
+        format!("ZPIPE_FAKE_DIR={}", d.display()),
+        format!("ZPIPE_FAKE_BYTES={bytes}"),
+        "ZPIPE_FAKE_CHECK=1".to_string(),
+        bins.join("xtask").display().to_string(),
+        "soak".into(),
+        "fake-zfs".into(),
+    ]);
+    let modes: [&[&str]; 2] = [&["--compress", "off"], &["--compress", "3"]];
+    let mut lens = Vec::new();
+    for m in modes {
+        let o = Command::new(bins.join("zsend-wrap"))
+            .args(["--quiet", "--zfs", &zfs])
+            .args(m)
+            .arg("soak/data@soak")
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !o.status.success() {
+            bail!("a clean send failed: {}", o.status);
+        }
+        lens.push(o.stdout.len() as u64);
+    }
+    println!(
+        "soak --corrupt: {runs} seeded runs, {} stream, wire {} (framed) / {} (zstd) bytes",
+        mib(bytes),
+        lens[0],
+        lens[1]
+    );
+    // One run: zsend-wrap | damage | zrecv-wrap; (status, stderr, verdict).
+    let run_one = |mode: usize, damage: Option<Damage>| -> anyhow::Result<_> {
+        let _ = std::fs::remove_file(d.join("verdict"));
+        let mut s = Command::new(bins.join("zsend-wrap"))
+            .args(["--quiet", "--zfs", &zfs])
+            .args(modes[mode])
+            .arg("soak/data@soak")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let r = Command::new(bins.join("zrecv-wrap"))
+            .args(["--quiet", "--zfs", &zfs, "dst/soak"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut r = r;
+        let (mut from, mut to) = (
+            s.stdout.take().context("stdout")?,
+            r.stdin.take().context("stdin")?,
+        );
+        let copier = std::thread::spawn(move || {
+            let _ = match damage {
+                Some(d) => d.copy(&mut from, &mut to),
+                None => std::io::copy(&mut from, &mut to),
+            };
+        });
+        let out = r.wait_with_output()?;
+        let _ = copier.join();
+        let _ = s.wait();
+        let verdict = std::fs::read_to_string(d.join("verdict")).unwrap_or_default();
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            verdict,
+        ))
+    };
+    for mode in 0..modes.len() {
+        let (status, err, verdict) = run_one(mode, None)?;
+        if !status.success() || verdict != "whole\n" {
+            bail!("a clean run failed ({status}, receive {verdict:?}): {err}");
+        }
+    }
+    let start = Instant::now();
+    let (mut detected, mut prefixes) = (0u64, 0u64);
+    let mut codes = std::collections::BTreeMap::new();
+    for seed in 0..runs {
+        let mode = (seed / 3 % 2) as usize;
+        let damage = Damage::pick(seed, lens[mode]);
+        let (status, err, verdict) = run_one(mode, Some(damage))?;
+        let code = status.code().unwrap_or(-1);
+        *codes.entry(code).or_insert(0u64) += 1;
+        if !status.success() {
+            detected += 1;
+        }
+        // No receive ran (the damage was caught before) or it got a prefix.
+        if verdict.is_empty() || verdict.starts_with("prefix") {
+            prefixes += 1;
+        } else {
+            println!(
+                "seed {seed} {damage:?}: exit {code}, receive verdict {verdict:?}: {}",
+                err.trim()
+            );
+        }
+    }
+    let text = format!(
+        "| figure | value |\n|---|---|\n\
+         | seeded runs (flip / cut / duplicate in turn; framed and zstd wire) | {runs} |\n\
+         | stream size | {} |\n\
+         | detected (zrecv-wrap failed) | {detected} of {runs} |\n\
+         | receive got only a true prefix (or nothing) | {prefixes} of {runs} |\n\
+         | exit codes | {codes:?} |\n\
+         | wall time | {:.1} s |\n",
+        mib(bytes),
+        start.elapsed().as_secs_f64()
+    );
+    println!("{text}");
+    if let Some(p) = report {
+        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if detected != runs || prefixes != runs {
+        bail!("soak --corrupt: damage got through");
+    }
+    println!("soak --corrupt: passed");
+    Ok(())
+}
+
+fn soak(root: &Path, bytes: u64, release: bool, report: Option<&Path>) -> anyhow::Result<()> {
+    let bins = built_bins(root, release)?;
     let (zsend, zrecv, fake) = (
         bins.join("zsend-wrap"),
         bins.join("zrecv-wrap"),
