@@ -385,3 +385,145 @@ mod child_output {
         assert_refused("endless zfs output", &o, "zsend-wrap", 4, &["more than"]);
     }
 }
+
+mod tokens_and_nvlists {
+    use super::*;
+    use zpipe_core::nvlist::{unpack_native, NvListError};
+
+    /// A zlib stream of `data` in stored blocks (no compressor needed).
+    fn zlib_stored(data: &[u8]) -> Vec<u8> {
+        let mut z = vec![0x78, 0x01];
+        let mut chunks = data.chunks(65535).peekable();
+        if chunks.peek().is_none() {
+            z.extend([1, 0, 0, 0xff, 0xff]);
+        }
+        while let Some(c) = chunks.next() {
+            z.push(u8::from(chunks.peek().is_none()));
+            let len = c.len() as u16;
+            z.extend(len.to_le_bytes());
+            z.extend((!len).to_le_bytes());
+            z.extend(c);
+        }
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in data {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        z.extend(((b << 16) | a).to_be_bytes());
+        z
+    }
+
+    /// A token framing `packed` (claimed length `len`) with a correct checksum.
+    fn token(packed: &[u8], len: u64) -> String {
+        let z = zlib_stored(packed);
+        let sum = zpipe_core::fletcher4::varsize(&z)[0];
+        let hex: String = z.iter().map(|b| format!("{b:02x}")).collect();
+        format!("1-{sum:x}-{len:x}-{hex}")
+    }
+
+    /// A native little-endian nvlist holding one pair with the given
+    /// declared size, element count and type.
+    fn nvlist_pair(size: i32, nelem: i32, ty: i32) -> Vec<u8> {
+        let mut b = vec![0, 1, 0, 0];
+        b.extend(0i32.to_le_bytes()); // nvl_version
+        b.extend(1u32.to_le_bytes()); // NV_UNIQUE_NAME
+        b.extend(size.to_le_bytes());
+        b.extend(7i16.to_le_bytes()); // "toname\0"
+        b.extend(0i16.to_le_bytes());
+        b.extend(nelem.to_le_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(b"toname\0\0");
+        b.extend([0u8; 16]);
+        b.extend(0i32.to_le_bytes()); // end of list
+        b
+    }
+
+    const UINT64_ARRAY: i32 = 16;
+    const STRING: i32 = 9;
+
+    #[test]
+    fn huge_declared_nvlist_sizes_are_errors_not_allocations() {
+        let cases = [
+            ("pair size 2 GiB", nvlist_pair(i32::MAX, 1, STRING)),
+            ("negative pair size", nvlist_pair(-8, 1, STRING)),
+            (
+                "2^31 uint64 elements",
+                nvlist_pair(40, i32::MAX, UINT64_ARRAY),
+            ),
+            ("negative element count", nvlist_pair(40, -1, UINT64_ARRAY)),
+            ("unknown type", nvlist_pair(40, 1, 12345)),
+        ];
+        for (what, b) in cases {
+            assert!(
+                matches!(unpack_native(&b), Err(NvListError::BadPair { .. })),
+                "{what}: {:?}",
+                unpack_native(&b)
+            );
+        }
+        // Nesting as deep as the input allows: refused at the libnvpair limit.
+        let mut deep = vec![0, 1, 0, 0];
+        for _ in 0..1000 {
+            deep.extend(0i32.to_le_bytes());
+            deep.extend(1u32.to_le_bytes());
+            deep.extend(48i32.to_le_bytes());
+            deep.extend(2i16.to_le_bytes());
+            deep.extend(0i16.to_le_bytes());
+            deep.extend(1i32.to_le_bytes());
+            deep.extend(19i32.to_le_bytes()); // DATA_TYPE_NVLIST
+            deep.extend(b"n\0\0\0\0\0\0\0");
+            deep.extend(0i32.to_le_bytes());
+            deep.extend(1u32.to_le_bytes());
+            deep.extend([0u8; 16]);
+        }
+        assert_eq!(unpack_native(&deep), Err(NvListError::TooDeep));
+    }
+
+    /// Serve mode decodes the token of `zfs send -t` before anything runs.
+    fn serve_token(t: &str) -> Out {
+        let cmd = format!("zfs send -t {t}");
+        run_env(
+            "zsend-wrap",
+            &["--serve", "--allow", "pool", "--zfs", "false"],
+            b"",
+            &[("SSH_ORIGINAL_COMMAND", &cmd)],
+        )
+    }
+
+    #[test]
+    fn garbage_huge_and_truncated_tokens_are_refused_in_one_line() {
+        let good = zsend_wrap::token::encode(&zsend_wrap::token::ResumeToken {
+            toname: "pool/fs@s".into(),
+            toguid: 1,
+            ..Default::default()
+        });
+        let packed = nvlist_pair(40, i32::MAX, UINT64_ARRAY);
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("garbage", "x".repeat(300), "invalid format"),
+            ("empty payload", "1-0-10-".into(), "empty"),
+            ("length 2^64-1", "1-0-ffffffffffffffff-00".into(), "exceeds"),
+            (
+                "length beyond 64 bits",
+                format!("1-0-{}-00", "f".repeat(40)),
+                "overflows",
+            ),
+            ("cut payload", good[..good.len() - 6].to_string(), "token"),
+            ("odd hex", format!("{good}0"), "odd"),
+            ("wrong checksum", good.replacen("1-", "1-1", 1), "checksum"),
+            ("version 2", good.replacen('1', "2", 1), "version"),
+            (
+                "inflates beyond its declared length (zlib bomb)",
+                token(&vec![0u8; 2000], 16),
+                "more than",
+            ),
+            (
+                "nvlist with 2^31 elements",
+                token(&packed, packed.len() as u64),
+                "nvlist",
+            ),
+        ];
+        for (what, t, word) in cases {
+            let o = serve_token(&t);
+            assert_refused(what, &o, "zsend-wrap", 1, &["resume token", word]);
+        }
+    }
+}
