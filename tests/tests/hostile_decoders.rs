@@ -527,3 +527,34 @@ mod tokens_and_nvlists {
         }
     }
 }
+
+mod wrapper_input {
+    use super::*;
+
+    #[test]
+    fn zrecv_wrap_refuses_garbage_empty_and_cut_input_in_one_line() {
+        let mut framed = Vec::new();
+        let mut e = zpipe_verify::Encoder::new(&mut framed, &Default::default()).unwrap();
+        e.write_all(&noise(100_000, 9)).unwrap();
+        e.finish().unwrap();
+        let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
+            (
+                "garbage",
+                noise(100_000, 8),
+                1,
+                &["not a zsend-wrap stream"],
+            ),
+            ("empty", Vec::new(), 2, &["empty"]),
+            ("zeros", vec![0; 64], 1, &["not a zsend-wrap stream"]),
+            ("cut framed stream", framed[..50_000].to_vec(), 2, &[]),
+        ];
+        for (what, input, code, words) in cases {
+            let o = run(
+                "zrecv-wrap",
+                &["--quiet", "--zfs", "false", "pool/x"],
+                &input,
+            );
+            assert_refused(what, &o, "zrecv-wrap", code, words);
+        }
+    }
+}
