@@ -6,10 +6,12 @@ use crate::zfs;
 use crate::{Decoder, Encoder, VerifyConfig};
 use anyhow::Context;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use rustix::fd::{AsFd, OwnedFd};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use zpipe_core::exit::{integrity, usage};
+use zpipe_core::Cancel;
 use zpipe_core::{fdio, Exit};
 
 const ABOUT: &str =
@@ -114,7 +116,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         workers: args.threads,
         follow_zfs: !args.no_follow_zfs,
     };
-    let input = File::from(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?);
+    let input = Stdio::new(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?);
     fdio::grow_pipe(fdio::stdin_fd(), fdio::DEFAULT_PIPE_SIZE);
     if args.zfs && !(args.decode || args.test) {
         if args.digest_file.is_some() {
@@ -203,11 +205,58 @@ fn print_summary(s: &zfs::Summary) -> anyhow::Result<()> {
         .context("writing output")
 }
 
-fn stdout() -> anyhow::Result<File> {
+fn stdout() -> anyhow::Result<Stdio> {
     fdio::grow_pipe(fdio::stdout_fd(), fdio::DEFAULT_PIPE_SIZE);
-    Ok(File::from(
+    Ok(Stdio::new(
         rustix::io::dup(fdio::stdout_fd()).context("duplicating stdout")?,
     ))
+}
+
+/// Standard input or output read and written through `fdio`'s polling
+/// waits, which look at the process's SIGINT/SIGTERM every
+/// [`POLL_INTERVAL`](zpipe_core::cancel::POLL_INTERVAL): a signal ends the
+/// tool at once even while it waits on a slow peer, instead of after the
+/// signal watcher's grace.
+struct Stdio {
+    fd: OwnedFd,
+    cancel: Cancel,
+}
+
+impl Stdio {
+    fn new(fd: OwnedFd) -> Stdio {
+        Stdio {
+            fd,
+            cancel: Cancel::new(),
+        }
+    }
+}
+
+/// An `fdio` error as an `io::Error`, keeping the I/O cause (a broken
+/// pipe stays a broken pipe).
+fn to_io(e: anyhow::Error) -> std::io::Error {
+    match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+        Some(io) => std::io::Error::new(io.kind(), zpipe_core::exit::one_line(&e)),
+        None => std::io::Error::other(zpipe_core::exit::one_line(&e)),
+    }
+}
+
+impl Read for Stdio {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        fdio::read_some(self.fd.as_fd(), buf, &self.cancel, &mut fdio::NoIdle).map_err(to_io)
+    }
+}
+
+impl Write for Stdio {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        fdio::Writer::new(self.fd.as_fd())
+            .write_all(buf, &self.cancel, &mut fdio::NoIdle)
+            .map_err(to_io)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn write_digest(path: &PathBuf, d: &Digest) -> anyhow::Result<()> {
