@@ -249,6 +249,28 @@ mod zstd_input {
     }
 
     #[test]
+    fn fuzz_leak_report_input_is_a_clean_error() {
+        // The `decompress` target's first report (LeakSanitizer, 112 bytes
+        // of a detached pipeline thread's TLS, not a real leak; see
+        // docs/RELIABILITY.md "Fuzzing"): the input itself must fail cleanly.
+        let data = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xdf, 0xff, 0x83, 0xf7, 0x0b, 0x26, 0x02,
+        ];
+        let cfg = zpipe_compress::DecompressConfig {
+            workers: 2,
+            memory_limit: 64 << 20,
+        };
+        let e = zpipe_compress::mem::decompress_bytes(&data[1..], 255 * 97 + 1, cfg).unwrap_err();
+        let code = zpipe_core::exit::classify(&e);
+        assert!(
+            matches!(code, zpipe_core::Exit::Integrity | zpipe_core::Exit::Usage),
+            "{e:#}"
+        );
+        let o = run("zpipe-compress", &["-d"], &data[1..]);
+        assert_refused("fuzz input", &o, "zpipe-compress", 1, &[]);
+    }
+
+    #[test]
     fn lying_pzstd_size_frame_is_a_hint_not_an_allocation() {
         // A size frame is a skippable frame: zstd -d ignores it, and so does
         // the decoder when it lies (declares 4 GiB before a 9-byte frame),

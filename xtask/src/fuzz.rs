@@ -35,6 +35,13 @@ const TIMEOUT_SECS: u32 = 10;
 /// allocate more is a finding ("unbounded allocation").
 const RSS_LIMIT_MB: u32 = 2048;
 
+/// Targets whose code under test runs detached threads (the pipeline's
+/// parts signal "done" and then exit on their own): LeakSanitizer sees the
+/// thread-local storage of a thread still exiting when an input ends and
+/// reports a leak of ~100 bytes that is not one. Leak detection is off for
+/// them; the RSS and malloc limits still catch unbounded allocation.
+const DETACHED_THREAD_TARGETS: [&str; 1] = ["decompress"];
+
 /// One fuzz target: its crate's fuzz directory and its name.
 #[derive(Debug, Clone)]
 struct Target {
@@ -146,6 +153,11 @@ fn run_one(t: &Target, seconds: u64) -> anyhow::Result<Outcome> {
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(format!("-malloc_limit_mb={RSS_LIMIT_MB}"))
         .arg("-print_final_stats=1")
+        .args(
+            DETACHED_THREAD_TARGETS
+                .contains(&t.name.as_str())
+                .then_some("-detect_leaks=0"),
+        )
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .output()
