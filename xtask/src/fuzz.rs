@@ -126,6 +126,14 @@ fn executions(log: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// The seconds of libFuzzer's `Done N runs in S second(s)` (fuzzing only,
+/// without the build).
+fn fuzz_seconds(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.starts_with("Done "))?;
+    let (_, rest) = line.split_once(" runs in ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 fn cargo_fuzz(t: &Target) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(&t.dir).arg("fuzz");
@@ -186,7 +194,7 @@ fn run_one(t: &Target, seconds: u64) -> anyhow::Result<Outcome> {
     let (corpus_files, corpus_bytes) = dir_size(&corpus);
     Ok(Outcome {
         target: t.name.clone(),
-        seconds: start.elapsed().as_secs(),
+        seconds: fuzz_seconds(&log).unwrap_or_else(|| start.elapsed().as_secs()),
         execs: executions(&log),
         corpus_files,
         corpus_bytes,
@@ -300,5 +308,9 @@ mod tests {
         let log = "#1000 DONE cov: 1\nstat::number_of_executed_units: 123456\nstat::average_exec_per_sec: 9\n";
         assert_eq!(executions(log), Some(123456));
         assert_eq!(executions("nothing"), None);
+        assert_eq!(
+            fuzz_seconds("x\nDone 4091930 runs in 601 second(s)\n"),
+            Some(601)
+        );
     }
 }
