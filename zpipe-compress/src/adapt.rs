@@ -34,7 +34,7 @@ pub const OUTPUT_BOUND_SHARE: f64 = 0.5;
 /// CPU is the bottleneck.
 pub const CPU_BOUND_SHARE: f64 = 0.25;
 /// How much faster a tried level must be to be kept.
-pub const KEEP_MARGIN: f64 = 0.01;
+pub const KEEP_MARGIN: f64 = 0.03;
 /// How long a measured rate counts; a level known to be slower is not
 /// tried again before its measure is this old.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -51,8 +51,12 @@ pub struct AdaptRange {
 /// One window's counts.
 #[derive(Debug, Default)]
 struct Window {
+    /// The hand-off of the block that opened the window.
     start: Option<Instant>,
+    /// Counted blocks: their bytes, and the time between each one's
+    /// hand-off and the previous one's.
     bytes: u64,
+    time: Duration,
     blocks: u32,
     output_wait: Duration,
     cpu_wait: Duration,
@@ -64,6 +68,8 @@ pub struct Adapt {
     range: AdaptRange,
     level: i32,
     window: Window,
+    /// When the previous block went downstream.
+    last_emit: Option<Instant>,
     /// Latest measured rate (bytes/s) of each level and when it was taken.
     rates: Vec<Option<(f64, Instant)>>,
     /// The level a probe came from, while one runs.
@@ -78,6 +84,7 @@ impl Adapt {
             range,
             level: level.clamp(range.min, range.max),
             window: Window::default(),
+            last_emit: None,
             rates: vec![None; span],
             probing_from: None,
         }
@@ -100,8 +107,13 @@ impl Adapt {
 
     /// Records that a block of `bytes` uncompressed bytes, compressed at
     /// `level`, went downstream at `now`; returns the level for the next
-    /// blocks.
-    pub fn emitted(&mut self, level: i32, bytes: u64, now: Instant) -> i32 {
+    /// blocks. Blocks not `counted` (ones no level shrinks) pass the time
+    /// but do not measure the level.
+    pub fn emitted(&mut self, level: i32, bytes: u64, counted: bool, now: Instant) -> i32 {
+        let dt = self
+            .last_emit
+            .replace(now)
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         if level != self.level {
             // Compressed before the last change: says nothing about this level.
             return self.level;
@@ -115,16 +127,18 @@ impl Adapt {
             };
             return self.level;
         };
-        w.bytes += bytes;
-        w.blocks += 1;
-        let elapsed = now.saturating_duration_since(start);
-        if w.blocks < MIN_WINDOW_BLOCKS || elapsed < MIN_WINDOW {
+        if counted {
+            w.bytes += bytes;
+            w.time += dt;
+            w.blocks += 1;
+        }
+        if w.blocks < MIN_WINDOW_BLOCKS || w.time < MIN_WINDOW {
             return self.level;
         }
-        let secs = elapsed.as_secs_f64();
-        let rate = w.bytes as f64 / secs;
-        let out = w.output_wait.as_secs_f64() / secs;
-        let cpu = w.cpu_wait.as_secs_f64() / secs;
+        let rate = w.bytes as f64 / w.time.as_secs_f64();
+        let wall = now.saturating_duration_since(start).as_secs_f64().max(1e-9);
+        let out = w.output_wait.as_secs_f64() / wall;
+        let cpu = w.cpu_wait.as_secs_f64() / wall;
         self.decide(rate, out, cpu, now);
         self.window = Window::default();
         self.level
@@ -204,7 +218,7 @@ mod tests {
             a.cpu_waited(Duration::from_secs_f64(dt * cpu));
             t += dt;
             spent[l as usize] += dt;
-            a.emitted(l, BLOCK, t0 + Duration::from_secs_f64(t));
+            a.emitted(l, BLOCK, true, t0 + Duration::from_secs_f64(t));
         }
         (a.level(), spent)
     }
@@ -213,7 +227,13 @@ mod tests {
     fn a_slow_link_climbs_to_the_level_that_delivers_most() {
         // Link-bound: each level up sends the same data in fewer bytes,
         // until level 6 where the CPU becomes the limit.
-        let rate = |l: i32| if l <= 6 { 20e6 * (1.0 + 0.05 * l as f64) } else { 26e6 - 3e6 * (l - 6) as f64 };
+        let rate = |l: i32| {
+            if l <= 6 {
+                20e6 * (1.0 + 0.05 * l as f64)
+            } else {
+                26e6 - 3e6 * (l - 6) as f64
+            }
+        };
         let waits = |l: i32| if l <= 6 { (0.9, 0.0) } else { (0.1, 0.8) };
         let (level, spent) = simulate(1, 120.0, rate, waits);
         assert!((5..=7).contains(&level), "ended at {level}");
@@ -248,15 +268,46 @@ mod tests {
     }
 
     #[test]
+    fn uncounted_blocks_do_not_measure_a_level() {
+        // Fast incompressible blocks between slow compressible ones: the
+        // probe of level 4 must be judged on the compressible ones only.
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0);
+        let mut t = Duration::ZERO;
+        let mut step = |a: &mut Adapt, secs: f64, counted: bool| {
+            t += Duration::from_secs_f64(secs);
+            a.output_waited(Duration::from_secs_f64(secs * 0.9));
+            a.emitted(a.level(), BLOCK, counted, t0 + t)
+        };
+        // Level 3: compressible blocks at 0.1 s each: probes level 4.
+        while a.level() == 3 {
+            step(&mut a, 0.1, true);
+        }
+        assert_eq!(a.level(), 4);
+        // Level 4 is slower on compressible blocks (0.12 s) though many
+        // fast incompressible blocks (0.01 s) pass meanwhile.
+        for _ in 0..200 {
+            if a.level() != 4 {
+                break;
+            }
+            step(&mut a, 0.12, true);
+            for _ in 0..5 {
+                step(&mut a, 0.01, false);
+            }
+        }
+        assert_eq!(a.level(), 3, "the slower level was not kept");
+    }
+
+    #[test]
     fn blocks_of_an_older_level_and_short_windows_decide_nothing() {
         let t0 = Instant::now();
         let mut a = Adapt::new(RANGE, 3, t0);
         a.output_waited(Duration::from_secs(5));
         for i in 0..100 {
-            assert_eq!(a.emitted(2, BLOCK, t0 + Duration::from_millis(i)), 3);
+            assert_eq!(a.emitted(2, BLOCK, true, t0 + Duration::from_millis(i)), 3);
         }
         for i in 0..3 {
-            assert_eq!(a.emitted(3, BLOCK, t0 + Duration::from_millis(i)), 3);
+            assert_eq!(a.emitted(3, BLOCK, true, t0 + Duration::from_millis(i)), 3);
         }
     }
 }

@@ -131,9 +131,47 @@ pub struct CompressStats {
     raw_frames: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Uncompressed bytes per level, index = level.
+    level_bytes: [AtomicU64; (MAX_LEVEL + 1) as usize],
 }
 
 impl CompressStats {
+    /// Uncompressed bytes compressed at `level` (0: stored by `--adapt`).
+    pub fn bytes_at_level(&self, level: i32) -> u64 {
+        usize::try_from(level)
+            .ok()
+            .and_then(|i| self.level_bytes.get(i))
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// One line for a log: sizes, ratio, levels used and raw blocks, e.g.
+    /// `compressed 1.0 GiB to 702 MiB (68%) at levels 0-3 (most at 1); 120 of 257 blocks stored`.
+    pub fn summary(&self) -> String {
+        use zpipe_core::parse::human_bytes;
+        let (inb, outb) = (self.bytes_in(), self.bytes_out());
+        let pct = if inb == 0 {
+            100.0
+        } else {
+            outb as f64 * 100.0 / inb as f64
+        };
+        let most = (0..=MAX_LEVEL)
+            .max_by_key(|&l| self.bytes_at_level(l))
+            .unwrap_or(self.level());
+        let (lo, hi) = (self.min_level(), self.max_level());
+        let levels = if lo == hi {
+            format!("level {lo}")
+        } else {
+            format!("levels {lo}-{hi} (most at {most})")
+        };
+        format!(
+            "compressed {} to {} ({pct:.0}%) at {levels}; {} of {} blocks stored",
+            human_bytes(inb),
+            human_bytes(outb),
+            self.raw_frames(),
+            self.frames()
+        )
+    }
+
     /// Level used for the latest block.
     pub fn level(&self) -> i32 {
         self.level.load(Ordering::Relaxed)
@@ -163,7 +201,13 @@ impl CompressStats {
         self.bytes_out.load(Ordering::Relaxed)
     }
 
-    fn note_level(&self, level: i32) {
+    fn note_level(&self, level: i32, bytes: u64) {
+        if let Some(a) = usize::try_from(level)
+            .ok()
+            .and_then(|i| self.level_bytes.get(i))
+        {
+            a.fetch_add(bytes, Ordering::Relaxed);
+        }
         self.level.store(level, Ordering::Relaxed);
         self.min_level.fetch_min(level, Ordering::Relaxed);
         self.max_level.fetch_max(level, Ordering::Relaxed);
@@ -197,7 +241,7 @@ struct Done {
     input: Chunk,
     out: Block,
     level: i32,
-    raw: bool,
+    how: Written,
     result: Result<(), String>,
 }
 
@@ -269,10 +313,9 @@ impl CompressStage {
         if let Some(a) = self.adapt.as_mut() {
             a.output_waited(t.elapsed());
         }
-        self.stats
-            .bytes_in
-            .fetch_add(input.data().len() as u64, Ordering::Relaxed);
-        self.stats.note_level(self.level);
+        let len = input.data().len() as u64;
+        self.stats.bytes_in.fetch_add(len, Ordering::Relaxed);
+        self.stats.note_level(self.level, len);
         let job = Job {
             input,
             out: block,
@@ -292,7 +335,7 @@ impl CompressStage {
             anyhow::bail!("compressing a block: {e}");
         }
         self.stats.frames.fetch_add(1, Ordering::Relaxed);
-        if d.raw {
+        if d.how.raw {
             self.stats.raw_frames.fetch_add(1, Ordering::Relaxed);
         }
         self.stats
@@ -307,7 +350,9 @@ impl CompressStage {
         if let Some(a) = self.adapt.as_mut() {
             let now = Instant::now();
             a.output_waited(now - t);
-            self.level = a.emitted(d.level, in_len, now);
+            // Blocks no level shrinks say nothing about which level is best.
+            let counted = !d.how.incompressible;
+            self.level = a.emitted(d.level, in_len, counted, now);
         }
         Ok(())
     }
@@ -373,7 +418,7 @@ fn run_job(job: Job) -> Done {
         level,
         detect,
     } = job;
-    let (raw, result) = WORKER.with(|w| {
+    let (how, result) = WORKER.with(|w| {
         let mut w = w.borrow_mut();
         let w = w.get_or_insert_with(|| Worker {
             cctx: CCtx::create(),
@@ -385,23 +430,38 @@ fn run_job(job: Job) -> Done {
         input,
         out,
         level,
-        raw,
+        how,
         result,
     }
 }
 
-/// Writes size frame + frame for `data` into `out`; returns whether it was
-/// stored raw.
+/// How [`compress_block`] wrote a block.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// Stored as raw blocks (incompressible, or the store level).
+    raw: bool,
+    /// The probe found the block incompressible.
+    incompressible: bool,
+}
+
+/// Writes size frame + frame for `data` into `out`.
 fn compress_block(
     w: &mut Worker,
     data: &[u8],
     out: &mut Vec<u8>,
     level: i32,
     detect: bool,
-) -> (bool, Result<(), String>) {
+) -> (Written, Result<(), String>) {
     out.clear();
     out.extend_from_slice(&[0u8; SIZE_FRAME_LEN]);
-    let raw = level == STORE_LEVEL || (detect && looks_incompressible(w, data));
+    // Probed at the store level too, so --adapt can tell data that no
+    // level shrinks from data that the level decides about.
+    let incompressible = detect && looks_incompressible(w, data);
+    let raw = incompressible || level == STORE_LEVEL;
+    let how = Written {
+        raw,
+        incompressible,
+    };
     let res = if raw {
         format::write_raw_frame(data, out);
         Ok(())
@@ -409,11 +469,11 @@ fn compress_block(
         zstd_frame(&mut w.cctx, data, out, level)
     };
     if let Err(e) = res {
-        return (raw, Err(e));
+        return (how, Err(e));
     }
     let frame_len = (out.len() - SIZE_FRAME_LEN) as u32;
     out[..SIZE_FRAME_LEN].copy_from_slice(&format::size_frame(frame_len));
-    (raw, Ok(()))
+    (how, Ok(()))
 }
 
 fn zstd_frame(

@@ -273,6 +273,7 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         stages,
         abort,
         meter,
+        compress,
     } = build_stages(args, meter_cfg, size, &cancel)?;
 
     let mut ssh_child = None;
@@ -323,6 +324,9 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         None => Ok(()),
     };
     let _ = meter.finish(result.as_ref().map(|_| ()));
+    if let (Some(stats), false, true) = (&compress, args.meter.quiet, result.is_ok()) {
+        eprintln!("zsend-wrap: {}", stats.summary());
+    }
     let result = send_outcome(result, zfs_result, ssh_result);
     if let (Err(e), Some(r)) = (&result, &remote) {
         // The receiver keeps a partial receive (zfs recv -s), but when the
@@ -448,6 +452,7 @@ struct SendStages {
     stages: Vec<Box<dyn Stage>>,
     abort: zpipe_verify::AbortHandle,
     meter: zpipe_meter::MeterHandle,
+    compress: Option<Arc<zpipe_compress::CompressStats>>,
 }
 
 /// Builds meter → verify-encode → (compress).
@@ -485,12 +490,19 @@ fn build_stages(
             ..zpipe_compress::CompressConfig::default()
         }),
     };
-    if let Some(cfg) = compress {
-        stages.push(Box::new(zpipe_compress::CompressStage::new(cfg)?));
-    }
+    let compress = match compress {
+        Some(cfg) => {
+            let stage = zpipe_compress::CompressStage::new(cfg)?;
+            let stats = stage.stats();
+            stages.push(Box::new(stage));
+            Some(stats)
+        }
+        None => None,
+    };
     Ok(SendStages {
         stages,
         abort,
         meter: handle,
+        compress,
     })
 }
