@@ -1,7 +1,6 @@
 //! Fault injection for the reliability tests (`tests/tests/faults_*.rs`,
 //! docs/RELIABILITY.md) and `cargo xtask soak`:
 //!
-//! - [`Rng`] and [`noise`]: seeded, deterministic randomness and data.
 //! - [`Damage`]: one seeded corruption of a byte stream (a flipped bit, a
 //!   cut, a duplicated block), applied to a buffer ([`Damage::apply`]) or
 //!   to a stream as it flows ([`Damage::copy`]), so a test can sit between
@@ -13,6 +12,7 @@
 //!   [`live`], [`signal`], [`wait_timeout`], and [`RssSampler`], which
 //!   samples the resident memory of a process tree from /proc while it runs.
 
+use crate::data::{noise, Rng};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -20,42 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// A seeded SplitMix64 generator: the same seed gives the same faults.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
-
-/// `len` deterministic bytes that zstd cannot shrink.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(8) {
-        let b = rng.next_u64().to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    v
-}
 
 /// One corruption of a byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,10 +173,7 @@ impl RecordingZfs {
              esac\n\
              exec {real} \"$@\"\n"
         );
-        std::fs::write(&script, text).expect("writing the recording zfs");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the recording zfs");
+        crate::write_script(&script, &text).expect("writing the recording zfs");
         RecordingZfs {
             dir: dir.to_path_buf(),
         }

@@ -13,6 +13,10 @@
 //! - [`bins`]: the directory of the workspace binaries built by cargo
 //!   ([`bin_dir`], [`bin`]), built on demand so a cross-crate test can run
 //!   them.
+//! - [`data`]: seeded, deterministic test data ([`data::noise`],
+//!   [`data::text`]).
+//! - [`stream`]: synthetic ZFS send streams and a transport-only stand-in
+//!   `zfs` that sends one.
 //! - [`faults`]: seeded stream damage, a recording `zfs`, process-tree
 //!   listing and RSS sampling for the fault-injection tests.
 //! - The requirement policy ([`require!`], [`require()`]): a test that needs
@@ -38,10 +42,12 @@
 //! ```
 
 pub mod bins;
+pub mod data;
 pub mod faults;
 pub mod need;
 pub mod netns;
 pub mod sshd;
+pub mod stream;
 pub mod zfs;
 
 pub use bins::{bin, bin_dir, ensure_bins_built, path_with};
@@ -51,6 +57,13 @@ pub use sshd::Sshd;
 pub use zfs::Pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `text` to `path` as an executable script (mode 0755).
+pub fn write_script(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
 
 /// Quotes `word` once for a POSIX shell (the product's own quoting,
 /// `zpipe_core::child::quote_word`, so tests quote exactly as the tools do).

@@ -11,7 +11,8 @@
 //!   snapshot must not appear.
 
 use std::process::{Command, Stdio};
-use zpipe_tests::faults::{noise, Damage, RecordingZfs};
+use zpipe_tests::data::noise;
+use zpipe_tests::faults::{Damage, RecordingZfs};
 use zpipe_tests::{bin, require, Pool};
 use zpipe_verify::{Decoder, Encoder, VerifyConfig};
 

@@ -12,9 +12,9 @@ use rustix::process::Signal;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+use zpipe_tests::data::noise;
 use zpipe_tests::faults::{
-    self, find_descendant, noise, same_tree, standin_command, standin_token, wait_timeout,
-    StderrLog,
+    self, find_descendant, same_tree, standin_command, standin_token, wait_timeout, StderrLog,
 };
 use zpipe_tests::{bin, require, shell_quote, Pool, Sshd};
 
@@ -117,9 +117,9 @@ fn zfs_send_failing_mid_way_through_ssh_reports_its_error_at_both_ends() {
     // A zfs whose send fails with an I/O error after 10 MB.
     let real = zpipe_tests::zfs::zfs_program().display().to_string();
     let script = src.dir().join("failing-zfs");
-    std::fs::write(
+    zpipe_tests::write_script(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              if [ \"$1\" = send ] && [ \"$#\" -gt 1 ]; then\n\
              \x20 {real} \"$@\" | head -c 10000000\n\
@@ -129,11 +129,6 @@ fn zfs_send_failing_mid_way_through_ssh_reports_its_error_at_both_ends() {
              exec {real} \"$@\"\n",
             real = shell_quote(&real)
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &script,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
     )
     .unwrap();
     let o = Command::new(bin("zsend-wrap"))

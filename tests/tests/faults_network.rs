@@ -17,9 +17,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use zpipe_tests::data::noise;
 use zpipe_tests::faults::{
-    self, find_descendant, group_members, noise, same_tree, standin_command, standin_token,
-    wait_timeout, StderrLog,
+    self, find_descendant, group_members, same_tree, standin_command, standin_token, wait_timeout,
+    StderrLog,
 };
 use zpipe_tests::{bin, require, Pool, Sshd};
 

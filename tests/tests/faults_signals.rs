@@ -11,9 +11,8 @@ use rustix::process::Signal;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use zpipe_tests::faults::{
-    self, descendants, feed, group_members, live, noise, wait_timeout, Drain,
-};
+use zpipe_tests::data::noise;
+use zpipe_tests::faults::{self, descendants, feed, group_members, live, wait_timeout, Drain};
 use zpipe_tests::{bin, require, Pool, Sshd};
 
 /// How long a signalled tool may take to exit (SIGNAL_GRACE is 3 s).

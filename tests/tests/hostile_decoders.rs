@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 use zpipe_tests::bin;
+use zpipe_tests::data::noise;
 
 /// Address-space limit (KiB) for every run: 512 MiB. The tools need far
 /// less; the inputs below declare gigabytes.
@@ -69,24 +70,11 @@ fn assert_refused(what: &str, o: &Out, tool: &str, code: i32, words: &[&str]) {
     }
 }
 
-/// Deterministic noise.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn limit_leaves_room_for_honest_work() {
     // The same limit passes a normal stream, so the refusals below are the
     // decoders' own.
-    let data = noise(3 << 20, 1);
+    let data = noise(1, 3 << 20);
     let mut enc = Vec::new();
     let mut e = zpipe_verify::Encoder::new(&mut enc, &Default::default()).unwrap();
     e.write_all(&data).unwrap();
@@ -120,7 +108,7 @@ mod verify_framing {
         let max = MAX_FRAME_LEN as u32;
         let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
             ("empty", Vec::new(), &[]),
-            ("garbage", noise(1 << 20, 2), &["not a zpipe-verify stream"]),
+            ("garbage", noise(2, 1 << 20), &["not a zpipe-verify stream"]),
             ("header only", header(1 << 20), &[]),
             (
                 "header declaring 4 GiB frames",
@@ -180,7 +168,7 @@ mod verify_zfs {
         huge_be[4..8].copy_from_slice(&0xffff_fff8u32.to_le_bytes());
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty", Vec::new()),
-            ("garbage", noise(1 << 20, 3)),
+            ("garbage", noise(3, 1 << 20)),
             ("BEGIN declaring a 2 GiB payload", huge_payload),
             ("BEGIN declaring a 4 GiB payload", huge_be),
             ("cut BEGIN", begin()[..100].to_vec()),
@@ -215,10 +203,10 @@ mod zstd_input {
         // A raw last block of 1 byte: header (1 << 3) | last.
         let one_byte_block = [0x09, 0x00, 0x00, b'x'];
         let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
-            ("garbage", noise(1 << 20, 4), 1, &["not zstd"]),
+            ("garbage", noise(4, 1 << 20), 1, &["not zstd"]),
             (
                 "skippable frame declaring 4 GiB",
-                skippable(u32::MAX - 16, &noise(1000, 5)),
+                skippable(u32::MAX - 16, &noise(5, 1000)),
                 2,
                 &[],
             ),
@@ -295,7 +283,7 @@ mod meter_files_and_flags {
     fn endless_or_binary_size_and_limit_files_are_usage_errors() {
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("binary");
-        std::fs::write(&binary, noise(4096, 6)).unwrap();
+        std::fs::write(&binary, noise(6, 4096)).unwrap();
         let binary = binary.display().to_string();
         let cases: Vec<(&str, Vec<&str>, &[&str])> = vec![
             (
@@ -557,12 +545,12 @@ mod wrapper_input {
     fn zrecv_wrap_refuses_garbage_empty_and_cut_input_in_one_line() {
         let mut framed = Vec::new();
         let mut e = zpipe_verify::Encoder::new(&mut framed, &Default::default()).unwrap();
-        e.write_all(&noise(100_000, 9)).unwrap();
+        e.write_all(&noise(9, 100_000)).unwrap();
         e.finish().unwrap();
         let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
             (
                 "garbage",
-                noise(100_000, 8),
+                noise(8, 100_000),
                 1,
                 &["not a zsend-wrap stream"],
             ),

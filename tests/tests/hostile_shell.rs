@@ -14,7 +14,6 @@
 //! serve.rs (refusals through a forced-command key, with zfs-fuse) and
 //! wrappers.rs (`--to` targets that zfs-fuse then refuses).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use zpipe_tests::{bin, require, shell_join, Sshd};
@@ -63,8 +62,7 @@ impl Scene {
 
     fn script(&self, name: &str, body: &str) {
         let p = self.path(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        zpipe_tests::write_script(&p, body).unwrap();
     }
 
     fn program(&self, name: &str) -> String {

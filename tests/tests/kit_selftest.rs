@@ -170,10 +170,7 @@ fn sshd_runs_commands_as_root_with_the_kit_path() {
     // A stand-in program in a dir given to set_env_path wins over the system's.
     let stand_in = tempfile::tempdir().unwrap();
     let zfs = stand_in.path().join("zfs");
-    std::fs::write(&zfs, "#!/bin/sh\necho stand-in zfs \"$@\"\n").unwrap();
-    let mut perms = std::fs::metadata(&zfs).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&zfs, perms).unwrap();
+    zpipe_tests::write_script(&zfs, "#!/bin/sh\necho stand-in zfs \"$@\"\n").unwrap();
     sshd.set_env_path(&[stand_in.path().to_path_buf(), bin_dir()])
         .unwrap();
     assert_eq!(

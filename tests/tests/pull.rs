@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use zpipe_tests::data::noise;
 use zpipe_tests::{bin, require, shell_join, Pool, Sshd};
 
 /// Size of the file whose transfer is cut: six 4 MiB compression blocks.
@@ -34,19 +35,6 @@ fn assert_ok(what: &str, o: &Output) {
         text(o),
         stdout(o)
     );
-}
-
-/// Deterministic bytes that zstd cannot shrink much.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Two pools and an sshd; the destination pool has atime off, so reading

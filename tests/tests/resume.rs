@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use zpipe_tests::data::noise;
 use zpipe_tests::{bin, require, shell_join, Pool, Sshd};
 
 /// Size of the dataset's payload.
@@ -75,19 +76,6 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    v
-}
-
 #[test]
 fn ssh_killed_half_way_then_resume_completes_identically() {
     require!(zfs, sshd);
@@ -99,7 +87,7 @@ fn ssh_killed_half_way_then_resume_completes_identically() {
     let zfs = standin(&state);
 
     let ds = src.create_dataset("big data");
-    let payload = noise(PAYLOAD);
+    let payload = noise(1, PAYLOAD);
     src.write_file(&ds, "payload.bin", &payload);
     let snap = src.snapshot(&format!("{ds}@s1"));
     let target = dst.ds("copy");
@@ -221,7 +209,7 @@ fn stale_token_is_refused_with_advice_and_abort_partial_clears_it() {
     std::fs::create_dir_all(&state).unwrap();
     let zfs = standin(&state);
     let ds = src.create_dataset("data");
-    src.write_file(&ds, "f", &noise(20 << 20));
+    src.write_file(&ds, "f", &noise(1, 20 << 20));
     let snap = src.snapshot(&format!("{ds}@s1"));
     let target = dst.ds("copy");
 

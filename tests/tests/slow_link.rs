@@ -5,17 +5,16 @@
 //! off on compressible data (finish clearly faster than `--compress off`)
 //! and cost next to nothing on incompressible data (its fast path stores
 //! such blocks raw). `zfs` is a stand-in script: `send` cats a synthetic but
-//! valid ZFS stream (built with zpipe-verify's `StreamBuilder`), `receive`
+//! valid ZFS stream (from the kit's `stream` module), `receive`
 //! hashes what reaches it, so the test also proves the bytes arrived intact,
 //! and the wire — not zfs-fuse's receive — is what gets timed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use zpipe_tests::{bin, require, shell_join, shell_quote, Netns, Sshd};
-use zpipe_verify::zfs::builder::{BeginFields, ObjectFields, StreamBuilder, WriteFields};
-use zpipe_verify::zfs::ByteOrder;
+use zpipe_tests::data::Rng;
+use zpipe_tests::stream::{one_file_stream, transport_zfs};
+use zpipe_tests::{bin, require, shell_join, Netns, Sshd};
 
 /// tc rate of the link.
 const LINK_RATE: &str = "100mbit";
@@ -27,153 +26,39 @@ const TEXT_BYTES: usize = 40 << 20;
 /// each 4 MiB zstd frame whole before writing it, ~0.3 s at 100 Mbit) weigh
 /// little against the allowed slowdown.
 const RANDOM_BYTES: usize = 64 << 20;
-/// The dataset's record size (one WRITE record each).
-const RECORD: usize = 128 << 10;
-/// The file's object number in the stream.
-const FILE_OBJECT: u64 = 2;
 /// `--compress auto` on compressible data must be at least this much faster.
 const MIN_SPEEDUP: f64 = 1.3;
 /// `--compress auto` on incompressible data may be at most this much slower.
 const MAX_SLOWDOWN: f64 = 1.10;
 
-/// A xorshift64* generator: deterministic test data without dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// Text-like data: words from a small vocabulary, as logs and source trees
-/// are (zstd -1 shrinks it about 3x).
-fn text_record(rng: &mut Rng, out: &mut Vec<u8>) {
-    const WORDS: [&str; 16] = [
-        "zfs",
-        "send",
-        "receive",
-        "snapshot",
-        "pool",
-        "dataset",
-        "the",
-        "of",
-        "stream",
-        "record",
-        "checksum",
-        "guid",
-        "backup",
-        "tank/home",
-        "error",
-        "2026-11-26",
-    ];
-    out.clear();
-    while out.len() < RECORD {
-        let r = rng.next();
-        out.extend_from_slice(WORDS[(r & 15) as usize].as_bytes());
-        out.push(if r >> 60 == 0 { b'\n' } else { b' ' });
-        if r >> 56 & 7 == 0 {
-            out.extend_from_slice(format!("{}", r >> 40 & 0xffff).as_bytes());
-        }
-    }
-    out.truncate(RECORD);
+/// Text-like data: log lines (zstd -1 shrinks them about 3x).
+fn text_record(rng: &mut Rng, out: &mut [u8]) {
+    let mut text = Vec::with_capacity(out.len());
+    zpipe_tests::data::text(rng.next_u64(), out.len(), &mut text);
+    out.copy_from_slice(&text);
 }
 
 /// Random bytes: an encrypted or already-compressed file.
-fn random_record(rng: &mut Rng, out: &mut Vec<u8>) {
-    out.clear();
-    while out.len() < RECORD {
-        out.extend_from_slice(&rng.next().to_le_bytes());
-    }
+fn random_record(rng: &mut Rng, out: &mut [u8]) {
+    rng.fill(out);
 }
 
 /// Writes a full ZFS send stream of one file of `bytes` made by `fill` to
 /// `path`; returns its toguid.
-fn build_stream(path: &Path, seed: u64, bytes: usize, fill: fn(&mut Rng, &mut Vec<u8>)) -> u64 {
+fn build_stream(path: &Path, seed: u64, bytes: usize, fill: fn(&mut Rng, &mut [u8])) -> u64 {
     let toguid = 0x5107_1111_0000_0000 | seed;
-    let file = std::fs::File::create(path).unwrap();
-    let mut b = StreamBuilder::to_writer(std::io::BufWriter::new(file), ByteOrder::Little, true);
-    b.begin(
-        &BeginFields {
-            toname: "src/data@slow".into(),
-            toguid,
-            creation_time: 1_764_000_000,
-            objset_type: 2,
-            ..BeginFields::default()
-        },
-        &[],
-    )
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut rng = Rng::new(seed);
+    let mut left = bytes;
+    let out = one_file_stream(file, "src/data@slow", toguid, |rec| {
+        let n = left.min(rec.len());
+        fill(&mut rng, &mut rec[..n]);
+        left -= n;
+        Ok(n)
+    })
     .unwrap();
-    b.object(
-        &ObjectFields {
-            object: FILE_OBJECT,
-            blksz: RECORD as u32,
-            ..ObjectFields::default()
-        },
-        &[],
-    )
-    .unwrap();
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut rec = Vec::with_capacity(RECORD);
-    for i in 0..bytes / RECORD {
-        fill(&mut rng, &mut rec);
-        let w = WriteFields {
-            object: FILE_OBJECT,
-            offset: (i * RECORD) as u64,
-            logical_size: RECORD as u64,
-            ..WriteFields::default()
-        };
-        b.write(&w, &rec).unwrap();
-    }
-    b.end().unwrap();
-    b.into_inner().flush().unwrap();
+    out.into_inner().unwrap().sync_all().unwrap();
     toguid
-}
-
-/// A stand-in `zfs` in `dir`: OpenZFS 2.x usage texts (the wrappers read
-/// capabilities from them), `send -nvP` with the exact size, `send` cats
-/// `stream`, `receive` writes the SHA-256 of its input to `received`, and
-/// `get` answers the stream's toguid.
-fn fake_zfs(dir: &Path, stream: &Path, toguid: u64, received: &Path) -> PathBuf {
-    let bytes = std::fs::metadata(stream).unwrap().len();
-    let script = format!(
-        r#"#!/bin/sh
-# stand-in zfs for tests/tests/slow_link.rs
-case "$1" in
-send)
-    if [ $# -eq 1 ]; then
-        printf 'missing snapshot argument\nusage:\n\tsend [-DLPbcehnpsVvw] [-i|-I snapshot] <snapshot>\n\tsend [-nVvPe] -t <receive_resume_token>\n' >&2
-        exit 2
-    fi
-    if [ "$2" = -nvP ]; then
-        printf 'full\t%s\t{bytes}\nsize\t{bytes}\n' "$3"
-        exit 0
-    fi
-    exec cat {stream} ;;
-receive|recv)
-    if [ $# -eq 1 ]; then
-        printf 'missing snapshot argument\nusage:\n\treceive [-FhMnsuv] [-o <property=value>] ... [-x <property>] ... <filesystem|volume|snapshot>\n\treceive -A <filesystem|volume>\n' >&2
-        exit 2
-    fi
-    exec sha256sum >{received} ;;
-get)
-    echo {toguid} ;;
-*)
-    echo "stand-in zfs: unsupported: $*" >&2
-    exit 1 ;;
-esac
-"#,
-        stream = shell_quote(&stream.display().to_string()),
-        received = shell_quote(&received.display().to_string()),
-    );
-    let path = dir.join("zfs");
-    std::fs::write(&path, script).unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
-    path
 }
 
 /// One stream across the link, and the stand-in that sends and receives it.
@@ -185,7 +70,7 @@ struct Case {
 }
 
 impl Case {
-    fn new(seed: u64, bytes: usize, fill: fn(&mut Rng, &mut Vec<u8>)) -> Case {
+    fn new(seed: u64, bytes: usize, fill: fn(&mut Rng, &mut [u8])) -> Case {
         let dir = tempfile::Builder::new()
             .prefix("zpipetest-slowlink-")
             .tempdir()
@@ -193,7 +78,7 @@ impl Case {
         let stream = dir.path().join("stream.zfs");
         let received = dir.path().join("received.sha256");
         let toguid = build_stream(&stream, seed, bytes, fill);
-        let zfs = fake_zfs(dir.path(), &stream, toguid, &received);
+        let zfs = transport_zfs(dir.path(), &stream, toguid, Some(&received)).unwrap();
         Case {
             dir,
             stream,

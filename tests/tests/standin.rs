@@ -7,25 +7,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use zpipe_tests::data::noise;
 use zpipe_tests::{require, Pool};
 use zrecv_wrap::token;
 
 /// Size of the big file in the test dataset: the stream is a few MiB, so a
 /// cut at half lands inside data records.
 const BIG_FILE: usize = 3 << 20;
-
-/// Deterministic, incompressible-looking bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 struct Env {
     pool: Pool,
@@ -81,10 +69,10 @@ impl Env {
     /// `src@s1` (big file) and `src@s2` (a second big file), full names.
     fn source(&self) -> (String, String, String) {
         let src = self.pool.create_dataset("src");
-        self.pool.write_file(&src, "big", &noise(BIG_FILE, 1));
+        self.pool.write_file(&src, "big", &noise(1, BIG_FILE));
         self.pool.write_file(&src, "small", b"hello\n");
         let s1 = self.pool.snapshot(&format!("{src}@s1"));
-        self.pool.write_file(&src, "big2", &noise(BIG_FILE, 2));
+        self.pool.write_file(&src, "big2", &noise(2, BIG_FILE));
         let s2 = self.pool.snapshot(&format!("{src}@s2"));
         (src, s1, s2)
     }
@@ -188,7 +176,7 @@ fn cut_full_stream_leaves_a_token_and_send_t_completes_it() {
     env.ok(&["recv", "-s", &dst], &resumed);
     let got = format!("{dst}@s1");
     assert_eq!(env.pool.guid(&got), env.pool.guid(&s1));
-    assert_eq!(env.pool.read_file(&dst, "big"), noise(BIG_FILE, 1));
+    assert_eq!(env.pool.read_file(&dst, "big"), noise(1, BIG_FILE));
     assert_eq!(env.pool.read_file(&dst, "small"), b"hello\n");
     assert_eq!(env.token(&dst), "-");
 }
@@ -222,7 +210,7 @@ fn cut_incremental_twice_then_complete() {
         &env.ok(&["send", "-t", &t2], b"").stdout,
     );
     assert_eq!(env.pool.guid(&format!("{dst}@s2")), env.pool.guid(&s2));
-    assert_eq!(env.pool.read_file(&dst, "big2"), noise(BIG_FILE, 2));
+    assert_eq!(env.pool.read_file(&dst, "big2"), noise(2, BIG_FILE));
     assert_eq!(env.token(&dst), "-");
 }
 

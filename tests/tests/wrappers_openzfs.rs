@@ -5,6 +5,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use zpipe_tests::data::noise;
 use zpipe_tests::{bin, require, shell_join, Pool};
 
 fn standin(state: &std::path::Path) -> String {
@@ -13,18 +14,6 @@ fn standin(state: &std::path::Path) -> String {
         format!("ZPIPE_STANDIN_STATE={}", state.display()),
         bin("zfs-standin").display().to_string(),
     ])
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Pids of live processes whose command line mentions `needle`.
@@ -56,7 +45,7 @@ fn raw_send_is_framed_not_compressed_and_estimate_reaches_the_meter() {
     std::fs::create_dir_all(&state).unwrap();
     let zfs = standin(&state);
     let ds = src.create_dataset("secret");
-    src.write_file(&ds, "f", &noise(3 << 20, 7));
+    src.write_file(&ds, "f", &noise(7, 3 << 20));
     let snap = src.snapshot(&format!("{ds}@s1"));
     let json = src.dir().join("stats.json");
 
@@ -105,7 +94,7 @@ fn broken_downstream_exits_3_and_stops_zfs_send() {
     require!(zfs);
     let src = Pool::create().unwrap();
     let ds = src.create_dataset("data");
-    src.write_file(&ds, "f", &noise(40 << 20, 3));
+    src.write_file(&ds, "f", &noise(3, 40 << 20));
     let snap = src.snapshot(&format!("{ds}@s1"));
     let mut send = Command::new(bin("zsend-wrap"))
         .args(["--quiet", "--compress", "off", &snap])
@@ -136,7 +125,7 @@ fn sigterm_stops_zfs_send_and_exits_143() {
     require!(zfs);
     let src = Pool::create().unwrap();
     let ds = src.create_dataset("data");
-    src.write_file(&ds, "f", &noise(40 << 20, 5));
+    src.write_file(&ds, "f", &noise(5, 40 << 20));
     let snap = src.snapshot(&format!("{ds}@s1"));
     let mut send = Command::new(bin("zsend-wrap"))
         .args(["--quiet", "--compress", "off", "--limit", "1M", &snap])

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use zpipe_tests::data::{text as generated_text, Rng};
 
 /// The default seed ("zpipe").
 pub const SEED: u64 = 0x007a_7069_7065;
@@ -34,34 +35,6 @@ const MIN_FILE: u64 = 4 << 10;
 const TEXT_PIECE: u64 = 2 << 20;
 /// Write size.
 const WRITE_BUF: usize = 1 << 20;
-/// Record size of the generated ZFS streams.
-const RECORD: usize = 128 << 10;
-
-/// splitmix64: a small seeded generator, good enough for choices and
-/// incompressible bytes.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
 
 /// What a piece of the mixed file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -220,91 +193,6 @@ pub fn plan(files: &[(PathBuf, u64, Kind)], bytes: u64, seed: u64) -> Plan {
     plan
 }
 
-/// Vocabulary of the generated text (log-like words).
-const WORDS: [&str; 48] = [
-    "zfs",
-    "send",
-    "receive",
-    "snapshot",
-    "pool",
-    "dataset",
-    "the",
-    "of",
-    "to",
-    "and",
-    "stream",
-    "record",
-    "checksum",
-    "guid",
-    "backup",
-    "tank/home",
-    "error",
-    "warning",
-    "info",
-    "debug",
-    "kernel",
-    "sshd",
-    "session",
-    "opened",
-    "closed",
-    "for",
-    "user",
-    "root",
-    "from",
-    "port",
-    "bytes",
-    "written",
-    "read",
-    "compress",
-    "level",
-    "frame",
-    "ok",
-    "failed",
-    "retry",
-    "cron",
-    "daily",
-    "replication",
-    "incremental",
-    "resume",
-    "token",
-    "mbuffer",
-    "pv",
-    "zstd",
-];
-
-/// Appends about `len` bytes of pseudo-text seeded by `seed` to `out`
-/// (exactly `len`: the last line is cut).
-pub fn generated_text(seed: u64, len: usize, out: &mut Vec<u8>) {
-    let mut rng = Rng::new(seed);
-    let start = out.len();
-    let mut t = 1_764_000_000 + rng.below(1_000_000);
-    while out.len() - start < len {
-        t += rng.below(5);
-        let r = rng.next_u64();
-        let _ = write!(
-            out,
-            "{} host{} {}[{}]: ",
-            t,
-            r & 7,
-            WORDS[(r >> 3) as usize % 24],
-            (r >> 8) & 0xffff
-        );
-        let words = 4 + rng.below(12);
-        for _ in 0..words {
-            let r = rng.next_u64();
-            // Skewed choice: small indexes are more frequent.
-            let i = ((r & 0xff) * ((r >> 8) & 0xff) / 256) as usize % WORDS.len();
-            out.extend_from_slice(WORDS[i].as_bytes());
-            if r >> 60 == 0 {
-                let _ = write!(out, "={}", (r >> 20) & 0xfffff);
-            }
-            out.push(b' ');
-        }
-        out.push(b'\n');
-    }
-    out.truncate(start + len);
-}
-
 /// Writes the mixed file for `plan` to `path` (via `path.tmp`); returns
 /// its manifest. A file that cannot be read (or became shorter) is
 /// replaced by generated text of the same length, so the size holds.
@@ -438,9 +326,7 @@ pub fn ensure(
 /// mixed file, cached as `stream-<bytes>.zfs`; returns its path, its
 /// snapshot name and toguid.
 pub fn ensure_stream(corpus: &Corpus, bytes: u64) -> anyhow::Result<(PathBuf, String, u64)> {
-    use zpipe_verify::zfs::builder::{BeginFields, ObjectFields, StreamBuilder, WriteFields};
     const SNAPSHOT: &str = "bench/data@s1";
-    const FILE_OBJECT: u64 = 2;
     let toguid = 0x2b1e_0000_0000_0000 | (bytes & 0xffff_ffff_ffff);
     let path = corpus.dir.join(format!("stream-{bytes}.zfs"));
     if path.is_file() {
@@ -449,60 +335,17 @@ pub fn ensure_stream(corpus: &Corpus, bytes: u64) -> anyhow::Result<(PathBuf, St
     eprintln!("bench: making the ZFS stream {} ...", path.display());
     let tmp = path.with_extension("tmp");
     let out = BufWriter::with_capacity(WRITE_BUF, File::create(&tmp)?);
-    let mut b = StreamBuilder::to_writer(out, zpipe_verify::zfs::ByteOrder::Little, true);
-    b.begin(
-        &BeginFields {
-            toname: SNAPSHOT.into(),
-            toguid,
-            creation_time: 1_764_000_000,
-            objset_type: 2,
-            ..BeginFields::default()
-        },
-        &[],
-    )?;
-    b.object(
-        &ObjectFields {
-            object: FILE_OBJECT,
-            blksz: RECORD as u32,
-            ..ObjectFields::default()
-        },
-        &[],
-    )?;
     let mut input = File::open(&corpus.mixed)?.take(bytes);
-    let mut rec = vec![0u8; RECORD];
-    let mut offset = 0u64;
-    loop {
+    let mut w = zpipe_tests::stream::one_file_stream(out, SNAPSHOT, toguid, |rec| {
         let mut got = 0;
-        while got < RECORD {
-            let n = input.read(&mut rec[got..])?;
-            if n == 0 {
-                break;
+        while got < rec.len() {
+            match input.read(&mut rec[got..])? {
+                0 => break,
+                n => got += n,
             }
-            got += n;
         }
-        if got < RECORD {
-            // A partial record would need a short block: pad it.
-            if got == 0 {
-                break;
-            }
-            rec[got..].fill(0);
-        }
-        b.write(
-            &WriteFields {
-                object: FILE_OBJECT,
-                offset,
-                logical_size: RECORD as u64,
-                ..WriteFields::default()
-            },
-            &rec,
-        )?;
-        offset += RECORD as u64;
-        if got < RECORD {
-            break;
-        }
-    }
-    b.end()?;
-    let mut w = b.into_inner();
+        Ok(got)
+    })?;
     w.flush()?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
