@@ -235,7 +235,7 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<Options> {
 pub fn estimate_secs(o: &Options, case: &str) -> f64 {
     let (m, r, reps) = (o.mixed as f64, o.random as f64, o.reps as f64);
     match case {
-        "meter" => reps * 7.0 * m / 1.2e9,
+        "meter" => reps * cases::METER_REPS_FACTOR as f64 * 7.0 * m / 1.6e9,
         "meter-limit" => reps * 2.0 * o.limit_secs as f64,
         "verify" => reps * 6.0 * r / 1.0e9,
         "compress" => {
@@ -244,7 +244,7 @@ pub fn estimate_secs(o: &Options, case: &str) -> f64 {
             reps * (m * (3.0 / 300e6 + 3.0 / 150e6 + 3.0 / 1e9)
                 + nine * 3.0 / 30e6
                 + top / 1e6
-                + 2.0 * r / 1e9)
+                + 3.0 * r / 1e9)
         }
         "transport" => reps * 7.0 * o.transport.min(o.mixed) as f64 / 200e6 + 5.0,
         "zfs" => {

@@ -217,6 +217,9 @@ pub fn run_case(ctx: &mut Ctx, name: &str, machine: Machine) -> anyhow::Result<C
     }
 }
 
+/// The meter case runs this many times `--reps` (its runs are short).
+pub const METER_REPS_FACTOR: usize = 3;
+
 fn meter(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     ctx.vars("meter", &[])?;
     let n = ctx.corpus.manifest.bytes;
@@ -245,10 +248,15 @@ fn meter(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
             Op::Le,
             16.0,
         ),
-        wall(
-            "meter progress / meter -q",
+        // A 3% bound is below the run-to-run noise of a 1-second run on a
+        // shared machine (±10% here): compare the fastest of many runs,
+        // which is what each mode costs when nothing else interferes.
+        Target::ratio(
+            "meter progress / meter -q (fastest runs)",
             "meter progress",
             "meter -q",
+            Metric::WallMin,
+            Op::Le,
             1.03,
         ),
         wall(
@@ -265,8 +273,14 @@ fn meter(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
             16.0 + 256.0,
         ),
     ];
-    let results = ctx.run_rows("meter", &rows, ctx.opts.reps);
+    // Runs take about a second: three times the repetitions cost little
+    // and steady the small differences this case judges.
+    let reps = ctx.opts.reps * METER_REPS_FACTOR;
+    let results = ctx.run_rows("meter", &rows, reps);
     let mut c = ctx.result("meter", &rows, results, &targets, vec![], machine);
+    c.notes.push(format!(
+        "{reps} repetitions ({METER_REPS_FACTOR}x --reps); the progress target compares the fastest runs"
+    ));
     let log = ctx.runner.work.join("meter/progress.log");
     let lines = std::fs::read_to_string(log).map_or(0, |t| t.lines().count());
     c.notes.push(format!(
@@ -306,6 +320,13 @@ fn meter_limit(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     }
     Ok(c)
 }
+
+/// zpipe-verify's throughput target with two threads, GB/s (issue 6).
+const VERIFY_GBPS: f64 = 2.5;
+/// That target as a share of two cores' openssl SHA-256 rate on the
+/// machine it was set on (1.7 GB/s per core there), so it carries over to
+/// a CPU whose SHA instructions are slower or faster.
+const VERIFY_SHARE_OF_TWO_CORES: f64 = VERIFY_GBPS / (2.0 * 1.7);
 
 fn verify(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     let work = ctx.vars("verify", &[])?;
@@ -385,7 +406,32 @@ fn verify(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
             "decode -T 2",
             Metric::GbPerS,
             Op::Ge,
-            2.5,
+            VERIFY_GBPS,
+        ),
+        Target::absolute(
+            "encode -T 2 GB/s (cached file)",
+            "encode -T 2",
+            Metric::GbPerS,
+            Op::Ge,
+            VERIFY_GBPS,
+        ),
+        // The same bound scaled to this CPU: the issue's 2.5 GB/s is 0.735
+        // of what two cores hash with openssl there (2 x 1.7 GB/s).
+        Target::ratio(
+            "decode -T 2 GB/s / openssl GB/s (one core), scaled",
+            "decode -T 2",
+            "openssl dgst -sha256",
+            Metric::GbPerS,
+            Op::Ge,
+            2.0 * VERIFY_SHARE_OF_TWO_CORES,
+        ),
+        Target::ratio(
+            "encode -T 2 GB/s / openssl GB/s (one core), scaled",
+            "encode -T 2",
+            "openssl dgst -sha256",
+            Metric::GbPerS,
+            Op::Ge,
+            2.0 * VERIFY_SHARE_OF_TWO_CORES,
         ),
         wall(
             "chain / one sha256sum pass",
@@ -499,20 +545,29 @@ fn compress(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
         )
         .needs(&["pzstd"])
         .unmeasured(),
+        // Throughput to /dev/null, as into a pipe: writing 1 GiB into the
+        // page cache costs more than storing it, and varies with writeback.
         ours(
             "ours -3 -T2 random",
-            format!("$ZB_TOOL {zc} -3 -T2 <\"$RAND\" >\"$WORK/ours.rand.zst\""),
+            format!("$ZB_TOOL {zc} -3 -T2 <\"$RAND\" >/dev/null"),
             r,
         )
         .vs(&["zstd -3 -T2 random"])
-        .writes(work.join("ours.rand.zst")),
+        .unmeasured(),
         anchor(
             "zstd -3 -T2 random",
-            "$ZB_TOOL zstd -3 -T2 -q -c <\"$RAND\" >\"$WORK/zstd.rand.zst\"",
+            "$ZB_TOOL zstd -3 -T2 -q -c <\"$RAND\" >/dev/null",
             r,
         )
         .needs(&["zstd"])
-        .writes(work.join("zstd.rand.zst")),
+        .unmeasured(),
+        // The same into a file, for the output size.
+        ours(
+            "ours -3 -T2 random (file)",
+            format!("$ZB_TOOL {zc} -3 -T2 <\"$RAND\" >\"$WORK/ours.rand.zst\""),
+            r,
+        )
+        .writes(work.join("ours.rand.zst")),
         // Memory at the top level, on a slice (reported, not judged).
         ours(
             &format!("ours -19 -T2 ({} MiB)", top >> 20),
@@ -546,7 +601,7 @@ fn compress(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
         ),
         Target::absolute(
             "random at -3: output / input",
-            "ours -3 -T2 random",
+            "ours -3 -T2 random (file)",
             Metric::OutPerIn,
             Op::Le,
             1.001,
@@ -580,53 +635,6 @@ fn compress(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     Ok(c)
 }
 
-/// Writes the stand-in `zfs` of the transport and slow-link cases: OpenZFS
-/// 2.x usage texts, `send -nvP` with the exact size, `send` cats the
-/// stream, `receive` reads its input to /dev/null, `get` answers the
-/// stream's toguid. Only the transport is timed, not a pool.
-fn fake_zfs(dir: &Path, stream: &Path, toguid: u64) -> anyhow::Result<PathBuf> {
-    let bytes = std::fs::metadata(stream)?.len();
-    let script = format!(
-        r#"#!/bin/sh
-# stand-in zfs of cargo xtask bench: transport only, no pool
-case "$1" in
-send)
-    if [ $# -eq 1 ]; then
-        printf 'missing snapshot argument\nusage:\n\tsend [-DLPbcehnpsVvw] [-i|-I snapshot] <snapshot>\n\tsend [-nVvPe] -t <receive_resume_token>\n' >&2
-        exit 2
-    fi
-    if [ "$2" = -nvP ]; then
-        printf 'full\t%s\t{bytes}\nsize\t{bytes}\n' "$3"
-        exit 0
-    fi
-    exec cat {stream} ;;
-receive|recv)
-    if [ $# -eq 1 ]; then
-        printf 'missing snapshot argument\nusage:\n\treceive [-FhMnsuv] [-o <property=value>] ... [-x <property>] ... <filesystem|volume|snapshot>\n\treceive -A <filesystem|volume>\n' >&2
-        exit 2
-    fi
-    exec cat >/dev/null ;;
-get)
-    echo {toguid} ;;
-*)
-    echo "stand-in zfs: unsupported: $*" >&2
-    exit 1 ;;
-esac
-"#,
-        stream = q(stream),
-    );
-    let path = dir.join("zfs");
-    write_exec(&path, &script)?;
-    Ok(path)
-}
-
-fn write_exec(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
 /// An `ssh` script in `dir` reaching `sshd` (all options baked in; the
 /// client runs in `netns` when given), so commands read `$SSH "$HOST" …`.
 fn ssh_script(dir: &Path, sshd: &Sshd, netns: Option<&Netns>) -> anyhow::Result<PathBuf> {
@@ -642,7 +650,7 @@ fn ssh_script(dir: &Path, sshd: &Sshd, netns: Option<&Netns>) -> anyhow::Result<
     );
     argv.extend(sshd.ssh_options());
     let path = dir.join("ssh");
-    write_exec(
+    zpipe_tests::write_script(
         &path,
         &format!(
             "#!/bin/sh\nexec {} \"$@\"\n",
@@ -674,7 +682,7 @@ fn transport(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
     let sshd = Sshd::start()?;
     sshd.set_env_path(std::slice::from_ref(&ctx.bin))?;
     let ssh = ssh_script(&work, &sshd, None)?;
-    let fake = fake_zfs(&work, &stream, toguid)?;
+    let fake = zpipe_tests::stream::transport_zfs(&work, &stream, toguid, None)?;
     for (k, v) in [
         ("STREAM", stream.display().to_string()),
         ("SNAP", snap),
@@ -918,7 +926,7 @@ fn slow_link(
     let sshd = Sshd::start_in(&ns)?;
     sshd.set_env_path(std::slice::from_ref(&ctx.bin))?;
     let ssh = ssh_script(&work, &sshd, Some(&ns))?;
-    let fake = fake_zfs(&work, &stream, toguid)?;
+    let fake = zpipe_tests::stream::transport_zfs(&work, &stream, toguid, None)?;
     for (k, v) in [
         ("STREAM", stream.display().to_string()),
         ("SNAP", snap),
