@@ -272,8 +272,10 @@ pub struct FdSource {
 }
 
 impl FdSource {
-    /// Reads from `fd` (often a dup of stdin).
+    /// Reads from `fd` (often a dup of stdin); a pipe is grown to
+    /// [`fdio::DEFAULT_PIPE_SIZE`], so each read and wake-up moves more.
     pub fn new(fd: OwnedFd) -> Self {
+        fdio::grow_pipe(fd.as_fd(), fdio::DEFAULT_PIPE_SIZE);
         FdSource {
             fd,
             idle: Box::new(NoIdle),
@@ -322,8 +324,10 @@ pub struct FdSink {
 }
 
 impl FdSink {
-    /// Writes to `fd` (often a dup of stdout).
+    /// Writes to `fd` (often a dup of stdout); a pipe is grown to
+    /// [`fdio::DEFAULT_PIPE_SIZE`].
     pub fn new(fd: OwnedFd) -> Self {
+        fdio::grow_pipe(fd.as_fd(), fdio::DEFAULT_PIPE_SIZE);
         FdSink {
             fd,
             idle: Box::new(NoIdle),

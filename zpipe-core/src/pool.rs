@@ -12,9 +12,8 @@
 //! before every use.
 
 use crate::cancel::{Cancel, Cancelled, POLL_INTERVAL};
-use crossbeam_channel::{bounded, Receiver, Sender};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// A bounded pool of reusable byte buffers.
 #[derive(Clone, Debug)]
@@ -24,8 +23,11 @@ pub struct BlockPool {
 
 #[derive(Debug)]
 struct PoolInner {
-    free_tx: Sender<Vec<u8>>,
-    free_rx: Receiver<Vec<u8>>,
+    /// Free buffers, most recently freed last: reused first, while still
+    /// in the CPU's caches (a FIFO would cycle through every block).
+    free: Mutex<Vec<Vec<u8>>>,
+    /// Signalled when a buffer is freed or may be allocated again.
+    freed: Condvar,
     block_size: usize,
     headroom: usize,
     count: usize,
@@ -38,8 +40,15 @@ pub struct Block {
     /// Headroom (`..start`) then data (`start..`).
     buf: Vec<u8>,
     start: usize,
-    home: Sender<Vec<u8>>,
+    home: Arc<PoolInner>,
     block_size: usize,
+}
+
+impl PoolInner {
+    /// The free list (a panic elsewhere cannot leave it inconsistent).
+    fn lock_free(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl BlockPool {
@@ -52,11 +61,10 @@ impl BlockPool {
     /// front of its `block_size` bytes of data (see [`Block::expose_headroom`]).
     pub fn with_headroom(block_size: usize, count: usize, headroom: usize) -> Self {
         let count = count.max(1);
-        let (free_tx, free_rx) = bounded(count);
         BlockPool {
             inner: Arc::new(PoolInner {
-                free_tx,
-                free_rx,
+                free: Mutex::new(Vec::with_capacity(count)),
+                freed: Condvar::new(),
                 block_size,
                 headroom,
                 count,
@@ -88,15 +96,17 @@ impl BlockPool {
                 return Ok(b);
             }
             cancel.check()?;
-            if let Ok(buf) = self.inner.free_rx.recv_timeout(POLL_INTERVAL) {
-                return Ok(self.wrap(buf));
+            let free = self.inner.lock_free();
+            if free.is_empty() {
+                // Woken by a freed block; the timeout re-checks `cancel`.
+                let _ = self.inner.freed.wait_timeout(free, POLL_INTERVAL);
             }
         }
     }
 
     /// An empty block if one is free or may still be allocated.
     pub fn try_get(&self) -> Option<Block> {
-        if let Ok(buf) = self.inner.free_rx.try_recv() {
+        if let Some(buf) = self.inner.lock_free().pop() {
             return Some(self.wrap(buf));
         }
         let inner = &self.inner;
@@ -123,7 +133,7 @@ impl BlockPool {
         Block {
             buf,
             start,
-            home: self.inner.free_tx.clone(),
+            home: Arc::clone(&self.inner),
             block_size: self.inner.block_size,
         }
     }
@@ -211,9 +221,15 @@ impl Block {
 impl Drop for Block {
     fn drop(&mut self) {
         // Buffers that grew far beyond the block size are not kept.
-        if self.buf.capacity() <= self.block_size.saturating_mul(2) {
-            let _ = self.home.try_send(std::mem::take(&mut self.buf));
+        let home = &self.home;
+        let normal = home.headroom.saturating_add(self.block_size);
+        if self.buf.capacity() <= normal.saturating_mul(2) {
+            home.lock_free().push(std::mem::take(&mut self.buf));
+        } else {
+            // Dropped, so another may be allocated in its place.
+            home.allocated.fetch_sub(1, Ordering::SeqCst);
         }
+        home.freed.notify_one();
     }
 }
 
@@ -237,6 +253,46 @@ mod tests {
         drop(b);
         drop(a2);
         assert_eq!(pool.allocated(), 2);
+    }
+
+    #[test]
+    fn the_last_freed_block_is_reused_first() {
+        let pool = BlockPool::new(16, 3);
+        let c = Cancel::new();
+        let (a, b) = (pool.get(&c).unwrap(), pool.get(&c).unwrap());
+        let (pa, pb) = (a.buf.as_ptr(), b.buf.as_ptr());
+        drop(a);
+        drop(b);
+        assert_eq!(pool.get(&c).unwrap().buf.as_ptr(), pb);
+        drop(pool.get(&c).unwrap());
+        let _x = pool.get(&c).unwrap();
+        assert_eq!(pool.get(&c).unwrap().buf.as_ptr(), pa);
+    }
+
+    #[test]
+    fn a_block_that_grew_is_replaced_not_lost() {
+        let pool = BlockPool::new(16, 1);
+        let c = Cancel::new();
+        let mut a = pool.get(&c).unwrap();
+        a.vec_mut().extend_from_slice(&[0u8; 1000]);
+        drop(a);
+        // Not kept, yet the pool may allocate its one block again.
+        let b = pool.get(&c).unwrap();
+        assert!(b.buf.capacity() < 1000);
+        assert_eq!(pool.allocated(), 1);
+    }
+
+    #[test]
+    fn a_waiting_get_wakes_when_a_block_is_freed() {
+        let pool = BlockPool::new(16, 1);
+        let c = Cancel::new();
+        let held = pool.get(&c).unwrap();
+        let p2 = pool.clone();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || p2.get(&c2).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(held);
+        assert!(t.join().unwrap());
     }
 
     #[test]
