@@ -10,16 +10,29 @@
 //! taken from the cipher).
 //!
 //! After each window ([`MIN_WINDOW_BLOCKS`] blocks and [`MIN_WINDOW`]) the
-//! controller records the rate of the current level and, when where it
-//! waited says another level may do better, tries a neighbour for one
-//! window: up first while the output side blocks it (a slow link), down
-//! first while the workers are the bottleneck. A tried level is kept only
-//! if it delivered at least [`KEEP_MARGIN`] more than the level it came
-//! from; otherwise the controller goes back, and does not try that level
-//! again while its rate is fresh ([`STALE_AFTER`]). So a fast link or a
-//! CPU-bound consumer costs one probe window now and then, and a level that
-//! makes the transfer slower is never kept. Level 0 means storing blocks
-//! without compressing them, for ranges that allow it.
+//! controller looks at where the stage waited:
+//!
+//! - Behind a slow link the output blocks nearly all the time
+//!   ([`LINK_BOUND_SHARE`]) and the workers idle, so a dearer level only
+//!   sends fewer bytes: the controller climbs, doubling its step (up to
+//!   [`MAX_STEP`]), until the workers become the bottleneck. Rates are no
+//!   guide there, since successive windows hold data that compresses
+//!   differently.
+//! - Otherwise it records the rate of the current level and tries another
+//!   level for one window: up first while the output side blocks it, down
+//!   first while the workers are the bottleneck, and only down while
+//!   neither blocks (the input is the bottleneck; on shared cores a cheaper
+//!   level gives the stage before more CPU). A tried level is kept only if
+//!   it delivered at least [`KEEP_MARGIN`] more than the level it came
+//!   from; otherwise the controller goes back, and does not try that level
+//!   again while its rate is fresh ([`STALE_AFTER`]).
+//!
+//! A level whose window was CPU-bound is not climbed into again while that
+//! is fresh. The first window, while the buffers downstream fill, measures
+//! nothing. So a fast link or a CPU-bound consumer costs one probe window
+//! now and then, a level that makes such a transfer slower is not kept,
+//! and a slow link reaches its level in a few windows. Level 0 means
+//! storing blocks without compressing them, for ranges that allow it.
 
 use std::time::{Duration, Instant};
 
@@ -30,11 +43,16 @@ pub const MIN_WINDOW_BLOCKS: u32 = 4;
 /// Share of a window spent blocked on output that means the output side
 /// (the link or whatever reads it) is the bottleneck.
 pub const OUTPUT_BOUND_SHARE: f64 = 0.5;
+/// Share of a window spent blocked on output that means a link far slower
+/// than the compressor: the controller climbs without probing.
+pub const LINK_BOUND_SHARE: f64 = 0.9;
 /// Share of a window spent waiting for workers that means the compressor's
 /// CPU is the bottleneck.
 pub const CPU_BOUND_SHARE: f64 = 0.25;
 /// How much faster a tried level must be to be kept.
 pub const KEEP_MARGIN: f64 = 0.03;
+/// Largest level change of one climb.
+pub const MAX_STEP: i32 = 4;
 /// How long a measured rate counts; a level known to be slower is not
 /// tried again before its measure is this old.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -74,7 +92,22 @@ pub struct Adapt {
     rates: Vec<Option<(f64, Instant)>>,
     /// The level a probe came from, while one runs.
     probing_from: Option<i32>,
+    /// Size of the last climb; doubles while the link stays the
+    /// bottleneck (up to [`MAX_STEP`]).
+    step: i32,
+    /// The last decision was a climb behind a link.
+    climbing: bool,
+    /// When a window at each level was last CPU-bound.
+    dear: Vec<Option<Instant>>,
+    /// The first window (buffers filling downstream) has passed.
+    warmed: bool,
+    /// Print each decision on stderr ([`TRACE_ENV`] set).
+    trace: bool,
 }
+
+/// Set (to anything) to print each of the controller's decisions on
+/// stderr: the window's level, rate and waits, and the next level.
+pub const TRACE_ENV: &str = "ZPIPE_ADAPT_TRACE";
 
 impl Adapt {
     /// Starts at `level` (clamped into `range`).
@@ -87,6 +120,11 @@ impl Adapt {
             last_emit: None,
             rates: vec![None; span],
             probing_from: None,
+            step: 1,
+            climbing: false,
+            dear: vec![None; span],
+            warmed: false,
+            trace: std::env::var_os(TRACE_ENV).is_some(),
         }
     }
 
@@ -135,11 +173,29 @@ impl Adapt {
         if w.blocks < MIN_WINDOW_BLOCKS || w.time < MIN_WINDOW {
             return self.level;
         }
+        if !self.warmed {
+            // The first window runs while the buffers downstream (pipes,
+            // ssh, sockets) still fill: its rate is not the level's.
+            self.warmed = true;
+            self.window = Window::default();
+            return self.level;
+        }
         let rate = w.bytes as f64 / w.time.as_secs_f64();
         let wall = now.saturating_duration_since(start).as_secs_f64().max(1e-9);
         let out = w.output_wait.as_secs_f64() / wall;
         let cpu = w.cpu_wait.as_secs_f64() / wall;
+        let (was, blocks) = (self.level, w.blocks);
         self.decide(rate, out, cpu, now);
+        if self.trace {
+            eprintln!(
+                "adapt: level {was}: {:.1} MB/s over {} blocks, output waits {:.0}%, cpu waits {:.0}% -> level {}",
+                rate / 1e6,
+                blocks,
+                out * 100.0,
+                cpu * 100.0,
+                self.level
+            );
+        }
         self.window = Window::default();
         self.level
     }
@@ -159,14 +215,48 @@ impl Adapt {
     fn decide(&mut self, rate: f64, out: f64, cpu: f64, now: Instant) {
         let level = self.level;
         *self.slot(level) = Some((rate, now));
+        let cpu_bound = cpu > CPU_BOUND_SHARE && cpu > out;
+        if cpu_bound {
+            self.dear[(level - self.range.min) as usize] = Some(now);
+        }
+        // Behind a link that keeps the stage waiting nearly all the time,
+        // the workers idle: a dearer level costs nothing the transfer
+        // needs and sends fewer bytes. Rates are no guide there (windows of
+        // different data compress differently), so climb while it holds,
+        // doubling the step, up to a level recently found CPU-bound.
+        if out >= LINK_BOUND_SHARE && !cpu_bound {
+            self.probing_from = None;
+            let went_up = self.step > 0 && self.climbing;
+            let step = if went_up {
+                (self.step * 2).min(MAX_STEP)
+            } else {
+                1
+            };
+            let top = (level + 1..=(level + step).min(self.range.max))
+                .take_while(|&l| !self.is_dear(l, now))
+                .last();
+            match top {
+                Some(l) => {
+                    self.level = l;
+                    self.step = l - level;
+                    self.climbing = true;
+                }
+                None => {
+                    self.step = 1;
+                    self.climbing = false;
+                }
+            }
+            return;
+        }
+        self.climbing = false;
         if let Some(from) = self.probing_from.take() {
             let kept = self
                 .fresh(from, now)
                 .map_or(true, |before| rate > before * (1.0 + KEEP_MARGIN));
             if !kept {
                 self.level = from;
+                return;
             }
-            return;
         }
         // A neighbour is worth a try unless it is known to be slower.
         let mut worth = |l: i32| -> bool {
@@ -175,18 +265,28 @@ impl Adapt {
                 && self.fresh(l, now).map_or(true, |r| r > rate)
         };
         let (up, down) = (level + 1, level - 1);
-        let next = if cpu > CPU_BOUND_SHARE && cpu > out {
+        let next = if cpu_bound {
             [down, up].into_iter().find(|&l| worth(l))
         } else if out > OUTPUT_BOUND_SHARE {
             [up, down].into_iter().find(|&l| worth(l))
         } else {
-            // The input is the bottleneck: no level changes the rate.
-            None
+            // Neither side blocks the stage: the input is the bottleneck.
+            // When the machine's cores are shared (ssh, hashing and the
+            // workers on two cores), the stage before starves because the
+            // workers take its CPU, so a cheaper level may still be faster;
+            // a dearer one cannot be. Try down only.
+            Some(down).filter(|&l| worth(l))
         };
         if let Some(l) = next {
             self.probing_from = Some(level);
             self.level = l;
         }
+    }
+
+    /// True when a window at `level` was CPU-bound within [`STALE_AFTER`].
+    fn is_dear(&self, level: i32, now: Instant) -> bool {
+        self.dear[(level - self.range.min) as usize]
+            .is_some_and(|at| now.saturating_duration_since(at) < STALE_AFTER)
     }
 }
 
@@ -241,6 +341,22 @@ mod tests {
     }
 
     #[test]
+    fn behind_a_link_data_that_varies_does_not_stop_the_climb() {
+        // Each window's data compresses differently (rates jump by 2x),
+        // the link keeps the stage waiting 95% of the time: climb to the top.
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 1, t0);
+        let mut t = 0.0;
+        for i in 0..400 {
+            let dt = if i % 7 < 3 { 0.1 } else { 0.2 };
+            a.output_waited(Duration::from_secs_f64(dt * 0.95));
+            t += dt;
+            a.emitted(a.level(), BLOCK, true, t0 + Duration::from_secs_f64(t));
+        }
+        assert_eq!(a.level(), RANGE.max);
+    }
+
+    #[test]
     fn a_cpu_bound_consumer_keeps_the_cheapest_level() {
         // Loopback ssh: the output blocks, yet every level up is slower
         // (it takes CPU from the cipher); storing is the fastest.
@@ -262,9 +378,22 @@ mod tests {
 
     #[test]
     fn an_input_bound_stream_keeps_its_level() {
+        // Probing the level below now and then (it is no faster) costs a
+        // window every STALE_AFTER.
         let (level, spent) = simulate(3, 30.0, |_| 50e6, |_| (0.0, 0.0));
         assert_eq!(level, 3);
-        assert!(spent[3] >= 29.0);
+        assert!(spent[3] >= 27.0, "{spent:?}");
+        assert!(spent[4] == 0.0, "no dearer level tried: {spent:?}");
+    }
+
+    #[test]
+    fn a_starved_input_on_shared_cores_goes_down() {
+        // Two cores shared with the stage before: neither side blocks, yet
+        // each level down leaves that stage more CPU.
+        let rate = |l: i32| 200e6 * (1.0 - 0.1 * l as f64);
+        let (level, spent) = simulate(3, 30.0, rate, |_| (0.1, 0.1));
+        assert_eq!(level, 0);
+        assert!(spent[0] > 20.0, "{spent:?}");
     }
 
     #[test]
@@ -276,7 +405,8 @@ mod tests {
         let mut t = Duration::ZERO;
         let mut step = |a: &mut Adapt, secs: f64, counted: bool| {
             t += Duration::from_secs_f64(secs);
-            a.output_waited(Duration::from_secs_f64(secs * 0.9));
+            // Output-bound, but not behind a link that idles the workers.
+            a.output_waited(Duration::from_secs_f64(secs * 0.7));
             a.emitted(a.level(), BLOCK, counted, t0 + t)
         };
         // Level 3: compressible blocks at 0.1 s each: probes level 4.
