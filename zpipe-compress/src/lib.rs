@@ -85,13 +85,16 @@ input is never buffered): their bytes are written as they are decoded, so \
 output may already hold part of a frame whose checksum then fails; the exit \
 status is still 2.
 
---adapt changes the level while running, by measuring what each level \
-delivers (uncompressed bytes handed on per second): while the output side \
-blocks (a slow link) it tries the next level up, while the CPU is the \
-bottleneck the next level down, and keeps a tried level only if it was \
-faster, within --adapt-min..--adapt-max. --adapt-min 0 lets it store blocks \
-without compressing them, when even level 1 slows the transfer down (a \
-CPU-bound consumer such as ssh on a fast link).
+--adapt changes the level while running, within --adapt-min..--adapt-max. \
+Behind a link that keeps the output blocked nearly all the time it climbs \
+(doubling its step) until the CPU becomes the bottleneck. Otherwise it \
+measures what each level delivers (uncompressed bytes handed on per \
+second): while the output side blocks it tries a level up, while the CPU \
+is the bottleneck a level down, and keeps a tried level only if it was \
+faster. --adapt-min 0 lets it store blocks without compressing them, when \
+even level 1 slows the transfer down (a CPU-bound consumer such as ssh on \
+a fast link). With ZPIPE_ADAPT_TRACE set, each decision is printed on \
+stderr.
 
 Exit status: 0 success; 1 bad usage, or input that is not zstd at all \
 (\"not zstd data\"); 2 corrupt or truncated input (the message gives the \
