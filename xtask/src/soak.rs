@@ -40,7 +40,7 @@ use zpipe_core::fletcher4::Fletcher4;
 /// Default size pushed through: 20 GiB.
 const DEFAULT_GIB: u64 = 20;
 /// Bytes of one WRITE record of the fake stream.
-const RECORD: usize = 128 << 10;
+const RECORD: usize = zpipe_tests::stream::RECORD;
 /// The fake snapshot's guid.
 const TOGUID: u64 = 0x50a6_0000_2026_1203;
 /// How often the limit changes.
@@ -283,40 +283,18 @@ fn fake_zfs(args: &[String]) -> anyhow::Result<i32> {
 }
 
 /// A full ZFS send stream of about `size` bytes of file data.
-fn fake_stream(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
-    use zpipe_verify::zfs::builder::{BeginFields, ObjectFields, StreamBuilder, WriteFields};
-    let mut b = StreamBuilder::to_writer(out, zpipe_verify::zfs::ByteOrder::Little, true);
-    b.begin(
-        &BeginFields {
-            toname: "soak/data@soak".into(),
-            toguid: TOGUID,
-            creation_time: 1_764_720_000,
-            objset_type: 2,
-            ..BeginFields::default()
-        },
-        &[],
-    )?;
-    b.object(
-        &ObjectFields {
-            object: 2,
-            blksz: RECORD as u32,
-            ..ObjectFields::default()
-        },
-        &[],
-    )?;
+fn fake_stream(out: &mut dyn Write, size: u64) -> anyhow::Result<()> {
     let mut gen = Gen(0x9E37_79B9_7F4A_7C15);
-    let mut rec = vec![0u8; RECORD];
-    for i in 0..size / RECORD as u64 {
-        gen.record(i, &mut rec);
-        let w = WriteFields {
-            object: 2,
-            offset: i * RECORD as u64,
-            logical_size: RECORD as u64,
-            ..WriteFields::default()
-        };
-        b.write(&w, &rec)?;
-    }
-    b.end()
+    let (mut i, records) = (0u64, size / RECORD as u64);
+    zpipe_tests::stream::one_file_stream(out, "soak/data@soak", TOGUID, |rec| {
+        if i == records {
+            return Ok(0);
+        }
+        gen.record(i, rec);
+        i += 1;
+        Ok(rec.len())
+    })?;
+    Ok(())
 }
 
 /// Resident memory of `pid` in bytes (0 when gone).
