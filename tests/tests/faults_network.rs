@@ -3,7 +3,7 @@
 //! `zfs` (OpenZFS 2.x resume behaviour over real zfs-fuse) on both sides:
 //!
 //! - the ssh client is killed (SIGKILL);
-//! - sshd's session process is killed (SIGKILL);
+//! - sshd's session process is killed (SIGKILL), push and pull;
 //! - the link stalls: a process on the path is paused (SIGSTOP) and
 //!   `--stall-timeout` fires.
 //!
@@ -324,6 +324,29 @@ fn pull_ssh_client_killed_reports_the_cut_and_the_next_run_resumes() {
     // added), here the ssh command is a pipe through pv that ends cleanly.
     assert!(matches!(code, Some(2) | Some(4)), "{err}");
     assert!(err.contains("truncated"), "{err}");
+    resume_pull(&rig, &err);
+}
+
+#[test]
+fn pull_sshd_session_killed_reports_the_cut_and_the_next_run_resumes() {
+    require!(zfs, sshd);
+    let rig = Rig::new();
+    let sshd = faults::sshd_pid(&rig.sshd);
+    let (code, err) = pull_with_fault(&rig, &[], |_| {
+        let remote = find_descendant(sshd, "zsend-wrap", Duration::from_secs(5))
+            .expect("the remote zsend-wrap");
+        // The session's sshd: the nearest sshd above the remote command.
+        let mut p = faults::parent(remote);
+        while faults::comm(p) != "sshd" {
+            p = faults::parent(p);
+        }
+        assert_ne!(p, sshd, "the listener is not the session");
+        faults::signal(p, Signal::KILL);
+    });
+    // As with a killed client: the stream is cut (2), or ssh's own failure
+    // is reported (4).
+    assert!(matches!(code, Some(2) | Some(4)), "{err}");
+    assert!(err.contains("truncated") || err.contains("ssh"), "{err}");
     resume_pull(&rig, &err);
 }
 
