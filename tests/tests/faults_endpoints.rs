@@ -210,7 +210,12 @@ fn full_destination_pool_names_the_cause_and_the_rerun_completes() {
         err.contains("out of space") || err.contains("No space left"),
         "the error does not name the cause: {err}"
     );
-    assert!(!s_status.success(), "the sender reported success: {s_err}");
+    // The sender's status is not judged: in a local pipe it may have
+    // written the whole stream into the pipe and its buffers before zfs-fuse
+    // reports the full pool (at a txg sync), and then it did succeed at
+    // sending. The receiver's failure is what a pipeline with pipefail (or
+    // `zsend-wrap --to`, which waits for the remote status) reports.
+    let _ = (s_status, s_err);
     assert!(
         !snapshots_of(&dst).contains(&target),
         "{}",

@@ -200,6 +200,19 @@ fn push_with_fault(rig: &Rig, extra: &[&str], fault: impl FnOnce(u32)) -> (Optio
     (status.code(), err)
 }
 
+/// Kills (SIGKILL) the sshd session process serving the remote `command`
+/// under the listener `sshd`: the nearest sshd above it.
+fn kill_session_of(sshd: u32, command: &str) {
+    let remote = find_descendant(sshd, command, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the remote {command}"));
+    let mut p = faults::parent(remote);
+    while faults::comm(p) != "sshd" {
+        p = faults::parent(p);
+    }
+    assert_ne!(p, sshd, "the listener is not the session");
+    faults::signal(p, Signal::KILL);
+}
+
 /// Resumes a push with the token and checks the result.
 fn resume_push(rig: &Rig, err: &str) {
     assert!(
@@ -230,17 +243,7 @@ fn push_sshd_session_killed_exits_4_and_resumes_identically() {
     require!(zfs, sshd);
     let rig = Rig::new();
     let sshd = faults::sshd_pid(&rig.sshd);
-    let (code, err) = push_with_fault(&rig, &[], |_| {
-        let remote = find_descendant(sshd, "zrecv-wrap", Duration::from_secs(5))
-            .expect("the remote zrecv-wrap");
-        // The session's sshd: the nearest sshd above the remote command.
-        let mut p = faults::parent(remote);
-        while faults::comm(p) != "sshd" {
-            p = faults::parent(p);
-        }
-        assert_ne!(p, sshd, "the listener is not the session");
-        faults::signal(p, Signal::KILL);
-    });
+    let (code, err) = push_with_fault(&rig, &[], |_| kill_session_of(sshd, "zrecv-wrap"));
     assert_eq!(code, Some(4), "{err}");
     resume_push(&rig, &err);
 }
@@ -332,17 +335,7 @@ fn pull_sshd_session_killed_reports_the_cut_and_the_next_run_resumes() {
     require!(zfs, sshd);
     let rig = Rig::new();
     let sshd = faults::sshd_pid(&rig.sshd);
-    let (code, err) = pull_with_fault(&rig, &[], |_| {
-        let remote = find_descendant(sshd, "zsend-wrap", Duration::from_secs(5))
-            .expect("the remote zsend-wrap");
-        // The session's sshd: the nearest sshd above the remote command.
-        let mut p = faults::parent(remote);
-        while faults::comm(p) != "sshd" {
-            p = faults::parent(p);
-        }
-        assert_ne!(p, sshd, "the listener is not the session");
-        faults::signal(p, Signal::KILL);
-    });
+    let (code, err) = pull_with_fault(&rig, &[], |_| kill_session_of(sshd, "zsend-wrap"));
     // As with a killed client: the stream is cut (2), or ssh's own failure
     // is reported (4).
     assert!(matches!(code, Some(2) | Some(4)), "{err}");
