@@ -237,6 +237,8 @@ fn pipe_all<R: Read>(
 /// Where the received bytes go, with the bookkeeping for partial state.
 struct Sink {
     child: Option<BufWriter<ChildStdin>>,
+    /// The real receive, watched between writes (see [`Sink::put`]).
+    child_pid: Option<u32>,
     spool: Option<BufWriter<File>>,
     sum: Option<Fletcher4>,
     written: u64,
@@ -246,6 +248,13 @@ struct Sink {
 
 impl Sink {
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        // zfs-fuse's daemon, not the `zfs receive` client, reads the
+        // stream: killing the client does not stop it. So the stand-in
+        // stops writing once the client is gone, and the daemon's receive
+        // ends on a cut stream, as OpenZFS's does when `zfs recv` dies.
+        if self.child_pid.is_some_and(exited) {
+            return Err(io::Error::other("the real zfs receive ended"));
+        }
         if let Some(s) = &mut self.sum {
             s.update(b);
         }
@@ -316,8 +325,19 @@ fn pump<R: Read>(
     }
 }
 
-/// Closes the child's input, waits, and returns (exit code, its stderr).
-fn finish(mut child: Child, sink: &mut Sink) -> io::Result<(i32, String)> {
+/// True when child `pid` has exited (it stays waitable).
+fn exited(pid: u32) -> bool {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    matches!(waitid(WaitId::Pid(pid), opts), Ok(Some(_)))
+}
+
+/// Closes the child's input, waits, and returns (exit code, the signal
+/// that killed it, its stderr).
+fn finish(mut child: Child, sink: &mut Sink) -> io::Result<(i32, Option<i32>, String)> {
     let stderr = child.stderr.take().map(collect);
     if let Some(mut c) = sink.child.take() {
         let _ = c.flush();
@@ -326,7 +346,8 @@ fn finish(mut child: Child, sink: &mut Sink) -> io::Result<(i32, String)> {
     let text = stderr
         .map(|h| h.join().unwrap_or_default())
         .unwrap_or_default();
-    Ok((status.code().unwrap_or(1), text))
+    use std::os::unix::process::ExitStatusExt;
+    Ok((status.code().unwrap_or(1), status.signal(), text))
 }
 
 fn close_spool(sink: &mut Sink) -> io::Result<()> {
@@ -362,7 +383,9 @@ fn normal_receive<R: Read>(
     };
     let existed = !keep || !begin.wants_new_fs() || dataset_exists(target);
     let mut child = spawn_recv(a, false, target_arg, true)?;
+    let child_pid = keep.then(|| child.id());
     let mut sink = Sink {
+        child_pid,
         child: child
             .stdin
             .take()
@@ -378,8 +401,14 @@ fn normal_receive<R: Read>(
     };
     let features = begin.features();
     let outcome = begin_then_pump(h, features, r, &mut sink, false);
-    let (code, text) = finish(child, &mut sink)?;
-    let cut_and_failed = matches!(outcome, Outcome::Cut) && code != 0;
+    let (code, killed, text) = finish(child, &mut sink)?;
+    // OpenZFS keeps a `zfs recv -s` killed mid-stream as partial state in
+    // the kernel. Here the real receive under the stand-in is what a test
+    // kills; the stand-in then keeps the prefix as the kernel would, and
+    // dies by the same signal, as the killed `zfs recv` would have.
+    let killed_mid_stream = killed.filter(|_| matches!(outcome, Outcome::Failed(_)));
+    let cut_and_failed =
+        (matches!(outcome, Outcome::Cut) && code != 0) || killed_mid_stream.is_some();
     let (true, Some(path)) = (cut_and_failed, spool_path.clone()) else {
         sink.spool = None;
         if let Some(p) = &spool_path {
@@ -402,6 +431,14 @@ fn normal_receive<R: Read>(
     } else if existed {
         Kind::Overwrite
     } else {
+        if killed_mid_stream.is_some() {
+            // The daemon's receive only now meets the cut stream; wait for
+            // it to roll back the new dataset before holding its place.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while dataset_exists(target) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         let c = run_real(&["create", target])?;
         if !c.ok() {
             let _ = std::fs::remove_file(&path);
@@ -412,8 +449,21 @@ fn normal_receive<R: Read>(
     };
     let p = Partial { kind, path };
     state::save(target, &p)?;
+    if let Some(sig) = killed_mid_stream {
+        die_by(sig);
+    }
     print_saved(errbuf(begin), &state::token_string(&p)?);
     Ok(1)
+}
+
+/// Ends this process with signal `sig` (SIGKILL when it has no name).
+fn die_by(sig: i32) -> ! {
+    use rustix::process::{getpid, kill_process, Signal};
+    let signal = Signal::from_named_raw(sig).unwrap_or(Signal::KILL);
+    let _ = kill_process(getpid(), signal);
+    // A caught or ignored signal: SIGKILL cannot be.
+    let _ = kill_process(getpid(), Signal::KILL);
+    std::process::abort()
 }
 
 /// Writes the BEGIN record and its payload, then the rest of the stream.
@@ -502,6 +552,7 @@ fn resume_receive<R: Read>(
         }
     };
     let mut sink = Sink {
+        child_pid: None,
         child: child
             .stdin
             .take()
@@ -534,7 +585,7 @@ fn resume_receive<R: Read>(
         Ok(()) => pump(r, features, &mut sink, true),
         Err(e) => Outcome::Failed(e),
     };
-    let (code, text) = finish(child, &mut sink)?;
+    let (code, _, text) = finish(child, &mut sink)?;
     match outcome {
         Outcome::Cut if code != 0 => {
             close_spool(&mut sink)?;

@@ -241,14 +241,100 @@ fn full_destination_pool_names_the_cause_and_the_rerun_completes() {
 }
 
 #[test]
+fn zfs_recv_killed_keeps_resumable_state_and_the_resume_completes() {
+    // The receive itself is killed mid-way: the real `zfs receive` under
+    // the stand-in, which then keeps the received prefix as partial state
+    // and dies by the same signal, as OpenZFS's kernel keeps a killed
+    // `zfs recv -s`'s state (docs/STANDIN-ZFS.md). zrecv-wrap must report
+    // the killed receive, print the resume command, and `zsend-wrap -t`
+    // with that token must complete the snapshot identically.
+    require!(zfs);
+    let src = Pool::create().unwrap();
+    let dst = Pool::create().unwrap();
+    let state = dst.dir().join("standin-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let zfs = standin_command(&state);
+    let ds = src.create_dataset("data");
+    src.write_file(&ds, "f", &noise(46, PAYLOAD));
+    src.write_file(&ds, "g", b"second file\n");
+    let snap = src.snapshot(&format!("{ds}@s1"));
+    let target = dst.ds("copy");
+    let (mut s, log, mut r) = spawn_pipe(
+        &[
+            "--zfs",
+            &zfs,
+            "--compress",
+            "off",
+            "--limit",
+            "8M",
+            "--interval",
+            "100ms",
+            &snap,
+        ],
+        &["--zfs", &zfs, &target],
+    );
+    assert!(log.wait_for_bytes(10 << 20, Duration::from_secs(60)));
+    let standin = find_descendant(r.id(), "zfs-standin", Duration::from_secs(5))
+        .expect("zrecv-wrap runs zfs recv");
+    // The real `zfs receive` (the stand-in also runs short `zfs list`s).
+    let mut real = None;
+    faults::wait_until(Duration::from_secs(5), || {
+        real = faults::descendants(standin).into_iter().find(|&p| {
+            faults::comm(p) == "zfs"
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("receive"))
+        });
+        real.is_some()
+    });
+    faults::signal(
+        real.expect("the stand-in runs the real zfs receive"),
+        Signal::KILL,
+    );
+    let r_status = wait_timeout(&mut r, Duration::from_secs(30)).expect("zrecv-wrap ends");
+    let mut err = String::new();
+    use std::io::Read;
+    r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _ = wait_timeout(&mut s, Duration::from_secs(30)).expect("zsend-wrap ends");
+    drop(log);
+    assert_eq!(r_status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("receive") && err.contains("killed by signal 9"),
+        "{err}"
+    );
+    assert!(err.contains("zsend-wrap -t"), "no resume command: {err}");
+    assert!(
+        !snapshots_of(&dst).contains(&target),
+        "{}",
+        snapshots_of(&dst)
+    );
+    let token = standin_token(&state, &target);
+    assert!(token.starts_with("1-"), "no partial state kept: {token}");
+
+    let (mut s, log, r) = spawn_pipe(
+        &["--quiet", "--zfs", &zfs, "--compress", "off", "-t", &token],
+        &["--quiet", "--zfs", &zfs, &target],
+    );
+    let r = r.wait_with_output().unwrap();
+    assert!(r.status.success(), "resume: {}", text(&r));
+    assert!(wait_timeout(&mut s, Duration::from_secs(30))
+        .unwrap()
+        .success());
+    drop(log);
+    assert_eq!(dst.guid(&format!("{target}@s1")), src.guid(&snap));
+    same_tree(
+        &zpipe_tests::zfs::mountpoint_of(&ds),
+        &zpipe_tests::zfs::mountpoint_of(&target),
+    )
+    .unwrap();
+    assert_eq!(standin_token(&state, &target), "-");
+}
+
+#[test]
 fn zfs_recv_killed_fails_with_its_status_and_the_rerun_completes() {
-    // What zrecv-wrap runs as `zfs recv` (the stand-in) is killed mid-way.
-    // On OpenZFS a killed `zfs recv -s` keeps resumable state in the
-    // kernel; zfs-fuse cannot (its daemon owns the receive, and the
-    // stand-in dies with the state it would have saved), so here the
-    // receive rolls back: what matters is a clear failure, no snapshot,
-    // and a rerun that completes. Resuming kept state is proven by the
-    // network faults (tests/tests/faults_network.rs).
+    // What zrecv-wrap runs as `zfs recv` (the stand-in process itself) is
+    // killed mid-way, taking the state it would have saved with it: a zfs
+    // that keeps no partial state. What matters then is a clear failure,
+    // no snapshot, and a rerun that completes.
     require!(zfs);
     let src = Pool::create().unwrap();
     let dst = Pool::create().unwrap();
