@@ -10,6 +10,7 @@
 
 use rustix::process::Signal;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use zpipe_tests::data::noise;
@@ -27,6 +28,10 @@ fn text(o: &Output) -> String {
 
 /// `zsend-wrap <send>` piped into `zrecv-wrap <recv>`, both in process
 /// groups of their own; the sender's stderr is collected as a log.
+/// zsend-wrap flags that keep a transfer going for a few seconds, so a
+/// fault lands mid-stream.
+const SLOW_SEND: [&str; 6] = ["--compress", "off", "--limit", "8M", "--interval", "100ms"];
+
 fn spawn_pipe(send: &[&str], recv: &[&str]) -> (Child, StderrLog, Child) {
     let mut s = Command::new(bin("zsend-wrap"))
         .args(send)
@@ -71,15 +76,7 @@ fn zfs_send_killed_mid_way_aborts_the_stream_and_nothing_is_received() {
     let snap = src.snapshot(&format!("{ds}@s1"));
     let target = dst.ds("copy");
     let (mut s, log, r) = spawn_pipe(
-        &[
-            "--compress",
-            "off",
-            "--limit",
-            "8M",
-            "--interval",
-            "100ms",
-            &snap,
-        ],
+        &[&SLOW_SEND[..], &[snap.as_str()]].concat(),
         &["--quiet", &target],
     );
     assert!(log.wait_for_bytes(8 << 20, Duration::from_secs(60)));
@@ -240,6 +237,97 @@ fn full_destination_pool_names_the_cause_and_the_rerun_completes() {
     .unwrap();
 }
 
+/// Two pools, a dataset with a big file and the stand-in `zfs` on both
+/// sides: the setup of the tests that kill the receive.
+struct RecvKill {
+    src: Pool,
+    dst: Pool,
+    state: PathBuf,
+    zfs: String,
+    ds: String,
+    snap: String,
+    target: String,
+}
+
+impl RecvKill {
+    fn new(seed: u64) -> RecvKill {
+        let src = Pool::create().unwrap();
+        let dst = Pool::create().unwrap();
+        let state = dst.dir().join("standin-state");
+        std::fs::create_dir_all(&state).unwrap();
+        let zfs = standin_command(&state);
+        let ds = src.create_dataset("data");
+        src.write_file(&ds, "f", &noise(seed, PAYLOAD));
+        src.write_file(&ds, "g", b"second file\n");
+        let snap = src.snapshot(&format!("{ds}@s1"));
+        let target = dst.ds("copy");
+        RecvKill {
+            src,
+            dst,
+            state,
+            zfs,
+            ds,
+            snap,
+            target,
+        }
+    }
+
+    /// Runs `zsend-wrap | zrecv-wrap` at 8 MB/s, runs `kill` on
+    /// zrecv-wrap's pid once 10 MiB were sent; returns zrecv-wrap's status
+    /// and stderr, and whether the sender succeeded.
+    fn kill_mid_way(
+        &self,
+        recv_quiet: bool,
+        kill: impl FnOnce(u32),
+    ) -> (Option<i32>, String, bool) {
+        let mut recv = vec!["--zfs", &self.zfs, &self.target];
+        if recv_quiet {
+            recv.insert(0, "--quiet");
+        }
+        let send = [&["--zfs", &self.zfs], &SLOW_SEND[..], &[&self.snap]].concat();
+        let (mut s, log, mut r) = spawn_pipe(&send, &recv);
+        assert!(log.wait_for_bytes(10 << 20, Duration::from_secs(60)));
+        kill(r.id());
+        let r_status = wait_timeout(&mut r, Duration::from_secs(30)).expect("zrecv-wrap ends");
+        let mut err = String::new();
+        use std::io::Read;
+        r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let s_status = wait_timeout(&mut s, Duration::from_secs(30)).expect("zsend-wrap ends");
+        drop(log);
+        (r_status.code(), err, s_status.success())
+    }
+
+    /// A quiet `zsend-wrap SEND... | zrecv-wrap` that must succeed, then
+    /// the received snapshot must equal the source.
+    fn complete(&self, send: &[&str]) {
+        let mut args = vec!["--quiet", "--zfs", &self.zfs, "--compress", "off"];
+        args.extend_from_slice(send);
+        let (mut s, log, r) = spawn_pipe(&args, &["--quiet", "--zfs", &self.zfs, &self.target]);
+        let r = r.wait_with_output().unwrap();
+        assert!(r.status.success(), "{send:?}: {}", text(&r));
+        assert!(wait_timeout(&mut s, Duration::from_secs(30))
+            .unwrap()
+            .success());
+        drop(log);
+        assert_eq!(
+            self.dst.guid(&format!("{}@s1", self.target)),
+            self.src.guid(&self.snap)
+        );
+        same_tree(
+            &zpipe_tests::zfs::mountpoint_of(&self.ds),
+            &zpipe_tests::zfs::mountpoint_of(&self.target),
+        )
+        .unwrap();
+        assert_eq!(standin_token(&self.state, &self.target), "-");
+    }
+
+    fn snapshot_absent(&self) -> bool {
+        faults::wait_until(Duration::from_secs(20), || {
+            !snapshots_of(&self.dst).contains(&self.target)
+        })
+    }
+}
+
 #[test]
 fn zfs_recv_killed_keeps_resumable_state_and_the_resume_completes() {
     // The receive itself is killed mid-way: the real `zfs receive` under
@@ -249,84 +337,35 @@ fn zfs_recv_killed_keeps_resumable_state_and_the_resume_completes() {
     // the killed receive, print the resume command, and `zsend-wrap -t`
     // with that token must complete the snapshot identically.
     require!(zfs);
-    let src = Pool::create().unwrap();
-    let dst = Pool::create().unwrap();
-    let state = dst.dir().join("standin-state");
-    std::fs::create_dir_all(&state).unwrap();
-    let zfs = standin_command(&state);
-    let ds = src.create_dataset("data");
-    src.write_file(&ds, "f", &noise(46, PAYLOAD));
-    src.write_file(&ds, "g", b"second file\n");
-    let snap = src.snapshot(&format!("{ds}@s1"));
-    let target = dst.ds("copy");
-    let (mut s, log, mut r) = spawn_pipe(
-        &[
-            "--zfs",
-            &zfs,
-            "--compress",
-            "off",
-            "--limit",
-            "8M",
-            "--interval",
-            "100ms",
-            &snap,
-        ],
-        &["--zfs", &zfs, &target],
-    );
-    assert!(log.wait_for_bytes(10 << 20, Duration::from_secs(60)));
-    let standin = find_descendant(r.id(), "zfs-standin", Duration::from_secs(5))
-        .expect("zrecv-wrap runs zfs recv");
-    // The real `zfs receive` (the stand-in also runs short `zfs list`s).
-    let mut real = None;
-    faults::wait_until(Duration::from_secs(5), || {
-        real = faults::descendants(standin).into_iter().find(|&p| {
-            faults::comm(p) == "zfs"
-                && std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("receive"))
+    let k = RecvKill::new(46);
+    let (code, err, _) = k.kill_mid_way(false, |zrecv| {
+        let standin = find_descendant(zrecv, "zfs-standin", Duration::from_secs(5))
+            .expect("zrecv-wrap runs zfs recv");
+        // The real `zfs receive` (the stand-in also runs short `zfs list`s).
+        let mut real = None;
+        faults::wait_until(Duration::from_secs(5), || {
+            real = faults::descendants(standin).into_iter().find(|&p| {
+                faults::comm(p) == "zfs"
+                    && std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("receive"))
+            });
+            real.is_some()
         });
-        real.is_some()
+        faults::signal(
+            real.expect("the stand-in runs the real zfs receive"),
+            Signal::KILL,
+        );
     });
-    faults::signal(
-        real.expect("the stand-in runs the real zfs receive"),
-        Signal::KILL,
-    );
-    let r_status = wait_timeout(&mut r, Duration::from_secs(30)).expect("zrecv-wrap ends");
-    let mut err = String::new();
-    use std::io::Read;
-    r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let _ = wait_timeout(&mut s, Duration::from_secs(30)).expect("zsend-wrap ends");
-    drop(log);
-    assert_eq!(r_status.code(), Some(4), "{err}");
+    assert_eq!(code, Some(4), "{err}");
     assert!(
         err.contains("receive") && err.contains("killed by signal 9"),
         "{err}"
     );
     assert!(err.contains("zsend-wrap -t"), "no resume command: {err}");
-    assert!(
-        !snapshots_of(&dst).contains(&target),
-        "{}",
-        snapshots_of(&dst)
-    );
-    let token = standin_token(&state, &target);
+    assert!(k.snapshot_absent(), "{}", snapshots_of(&k.dst));
+    let token = standin_token(&k.state, &k.target);
     assert!(token.starts_with("1-"), "no partial state kept: {token}");
-
-    let (mut s, log, r) = spawn_pipe(
-        &["--quiet", "--zfs", &zfs, "--compress", "off", "-t", &token],
-        &["--quiet", "--zfs", &zfs, &target],
-    );
-    let r = r.wait_with_output().unwrap();
-    assert!(r.status.success(), "resume: {}", text(&r));
-    assert!(wait_timeout(&mut s, Duration::from_secs(30))
-        .unwrap()
-        .success());
-    drop(log);
-    assert_eq!(dst.guid(&format!("{target}@s1")), src.guid(&snap));
-    same_tree(
-        &zpipe_tests::zfs::mountpoint_of(&ds),
-        &zpipe_tests::zfs::mountpoint_of(&target),
-    )
-    .unwrap();
-    assert_eq!(standin_token(&state, &target), "-");
+    k.complete(&["-t", &token]);
 }
 
 #[test]
@@ -336,70 +375,20 @@ fn zfs_recv_killed_fails_with_its_status_and_the_rerun_completes() {
     // that keeps no partial state. What matters then is a clear failure,
     // no snapshot, and a rerun that completes.
     require!(zfs);
-    let src = Pool::create().unwrap();
-    let dst = Pool::create().unwrap();
-    let state = dst.dir().join("standin-state");
-    std::fs::create_dir_all(&state).unwrap();
-    let zfs = standin_command(&state);
-    let ds = src.create_dataset("data");
-    src.write_file(&ds, "f", &noise(45, PAYLOAD));
-    src.write_file(&ds, "g", b"second file\n");
-    let snap = src.snapshot(&format!("{ds}@s1"));
-    let target = dst.ds("copy");
-    let (mut s, log, mut r) = spawn_pipe(
-        &[
-            "--zfs",
-            &zfs,
-            "--compress",
-            "off",
-            "--limit",
-            "8M",
-            "--interval",
-            "100ms",
-            &snap,
-        ],
-        &["--quiet", "--zfs", &zfs, &target],
-    );
-    assert!(log.wait_for_bytes(10 << 20, Duration::from_secs(60)));
-    let recv = find_descendant(r.id(), "zfs-standin", Duration::from_secs(5))
-        .expect("zrecv-wrap runs zfs recv");
-    faults::signal(recv, Signal::KILL);
-    let r_status = wait_timeout(&mut r, Duration::from_secs(30)).expect("zrecv-wrap ends");
-    let mut err = String::new();
-    use std::io::Read;
-    r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let s_status = wait_timeout(&mut s, Duration::from_secs(30)).expect("zsend-wrap ends");
-    let s_err = log.finish();
-    assert_eq!(r_status.code(), Some(4), "{err}");
+    let k = RecvKill::new(45);
+    let (code, err, sent) = k.kill_mid_way(true, |zrecv| {
+        let recv = find_descendant(zrecv, "zfs-standin", Duration::from_secs(5))
+            .expect("zrecv-wrap runs zfs recv");
+        faults::signal(recv, Signal::KILL);
+    });
+    assert_eq!(code, Some(4), "{err}");
     assert!(
         err.contains("receive") && err.contains("killed by signal 9"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(!s_status.success(), "the sender reported success: {s_err}");
-    assert!(
-        faults::wait_until(Duration::from_secs(20), || !snapshots_of(&dst)
-            .contains(&target)),
-        "{}",
-        snapshots_of(&dst)
-    );
-
-    let _ = zpipe_tests::zfs::zfs(["destroy", "-r", &target]);
-    let (mut s, log, r) = spawn_pipe(
-        &["--quiet", "--zfs", &zfs, "--compress", "off", &snap],
-        &["--quiet", "--zfs", &zfs, &target],
-    );
-    let r = r.wait_with_output().unwrap();
-    assert!(r.status.success(), "rerun: {}", text(&r));
-    assert!(wait_timeout(&mut s, Duration::from_secs(30))
-        .unwrap()
-        .success());
-    drop(log);
-    assert_eq!(dst.guid(&format!("{target}@s1")), src.guid(&snap));
-    same_tree(
-        &zpipe_tests::zfs::mountpoint_of(&ds),
-        &zpipe_tests::zfs::mountpoint_of(&target),
-    )
-    .unwrap();
-    assert_eq!(standin_token(&state, &target), "-");
+    assert!(!sent, "the sender reported success");
+    assert!(k.snapshot_absent(), "{}", snapshots_of(&k.dst));
+    let _ = zpipe_tests::zfs::zfs(["destroy", "-r", &k.target]);
+    k.complete(&[&k.snap]);
 }
