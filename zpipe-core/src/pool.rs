@@ -140,6 +140,13 @@ impl BlockPool {
 }
 
 impl Block {
+    /// The most blocks the pool this block came from holds: a stage that
+    /// keeps blocks of an upstream pool must keep fewer than this, or the
+    /// source waits for a block forever.
+    pub fn pool_count(&self) -> usize {
+        self.home.count
+    }
+
     /// The bytes held.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]

@@ -469,8 +469,20 @@ impl Stage for EncodeStage {
             && block.headroom() >= RECORD_LEN
         {
             // A whole frame with room for its header: frame it in place.
+            // The block belongs to the source's pool: holding too many of
+            // them while the results wait to be collected would leave the
+            // source without a block, and this stage without input (a
+            // deadlock). Keep at most half of that pool in flight.
             let mut block = block;
             block.expose_headroom(RECORD_LEN);
+            let cap = (block.pool_count() / 2).max(1);
+            let cancel = out.cancel().clone();
+            while self.hasher.in_flight() >= cap {
+                match self.hasher.next(&cancel)? {
+                    Some(r) => self.emit_frame(r, out)?,
+                    None => break,
+                }
+            }
             return self.submit(block, out);
         }
         let frame_end = RECORD_LEN + self.cfg.frame_size;

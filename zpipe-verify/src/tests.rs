@@ -609,10 +609,21 @@ proptest! {
 fn in_place_framing_from_a_descriptor_matches_the_plain_encoder() {
     // A pipe source with frame-sized blocks and header headroom: whole
     // frames are framed in place, the short tail is copied; the bytes must
-    // be exactly the plain encoder's.
-    for len in [0, 1, 4096, 3 * 4096, 3 * 4096 + 5, 100_000] {
+    // be exactly the plain encoder's. With 8 workers the hashing window is
+    // larger than the source's 4 blocks: the stage must not hold them all
+    // (it did, now and then, and the source waited forever).
+    for (len, workers) in [
+        (0, 2),
+        (1, 2),
+        (4096, 2),
+        (3 * 4096, 2),
+        (3 * 4096 + 5, 2),
+        (100_000, 2),
+        (100_000, 8),
+        (1_000_000, 8),
+    ] {
         let input = data(len, 11);
-        let c = cfg(4096, 2);
+        let c = cfg(4096, workers);
         let (r, w) = rustix::pipe::pipe().unwrap();
         let feed = input.clone();
         let writer = std::thread::spawn(move || {
