@@ -92,11 +92,9 @@ pub struct Adapt {
     rates: Vec<Option<(f64, Instant)>>,
     /// The level a probe came from, while one runs.
     probing_from: Option<i32>,
-    /// Size of the last climb; doubles while the link stays the
-    /// bottleneck (up to [`MAX_STEP`]).
-    step: i32,
-    /// The last decision was a climb behind a link.
-    climbing: bool,
+    /// Size of the last decision's climb behind a link, 0 when it was no
+    /// climb; the next climb doubles it (up to [`MAX_STEP`]).
+    climb: i32,
     /// When a window at each level was last CPU-bound.
     dear: Vec<Option<Instant>>,
     /// The first window (buffers filling downstream) has passed.
@@ -120,8 +118,7 @@ impl Adapt {
             last_emit: None,
             rates: vec![None; span],
             probing_from: None,
-            step: 1,
-            climbing: false,
+            climb: 0,
             dear: vec![None; span],
             warmed: false,
             trace: std::env::var_os(TRACE_ENV).is_some(),
@@ -201,7 +198,8 @@ impl Adapt {
     }
 
     fn slot(&mut self, level: i32) -> &mut Option<(f64, Instant)> {
-        &mut self.rates[(level - self.range.min) as usize]
+        let i = self.index(level);
+        &mut self.rates[i]
     }
 
     /// The fresh rate of `level`, if measured within [`STALE_AFTER`].
@@ -217,7 +215,8 @@ impl Adapt {
         *self.slot(level) = Some((rate, now));
         let cpu_bound = cpu > CPU_BOUND_SHARE && cpu > out;
         if cpu_bound {
-            self.dear[(level - self.range.min) as usize] = Some(now);
+            let i = self.index(level);
+            self.dear[i] = Some(now);
         }
         // Behind a link that keeps the stage waiting nearly all the time,
         // the workers idle: a dearer level costs nothing the transfer
@@ -226,29 +225,15 @@ impl Adapt {
         // doubling the step, up to a level recently found CPU-bound.
         if out >= LINK_BOUND_SHARE && !cpu_bound {
             self.probing_from = None;
-            let went_up = self.step > 0 && self.climbing;
-            let step = if went_up {
-                (self.step * 2).min(MAX_STEP)
-            } else {
-                1
-            };
+            let step = (self.climb * 2).clamp(1, MAX_STEP);
             let top = (level + 1..=(level + step).min(self.range.max))
                 .take_while(|&l| !self.is_dear(l, now))
                 .last();
-            match top {
-                Some(l) => {
-                    self.level = l;
-                    self.step = l - level;
-                    self.climbing = true;
-                }
-                None => {
-                    self.step = 1;
-                    self.climbing = false;
-                }
-            }
+            self.climb = top.map_or(0, |l| l - level);
+            self.level = top.unwrap_or(level);
             return;
         }
-        self.climbing = false;
+        self.climb = 0;
         if let Some(from) = self.probing_from.take() {
             let kept = self
                 .fresh(from, now)
@@ -285,8 +270,13 @@ impl Adapt {
 
     /// True when a window at `level` was CPU-bound within [`STALE_AFTER`].
     fn is_dear(&self, level: i32, now: Instant) -> bool {
-        self.dear[(level - self.range.min) as usize]
+        self.dear[self.index(level)]
             .is_some_and(|at| now.saturating_duration_since(at) < STALE_AFTER)
+    }
+
+    /// Index of `level` (within the range) in the per-level tables.
+    fn index(&self, level: i32) -> usize {
+        (level - self.range.min) as usize
     }
 }
 
