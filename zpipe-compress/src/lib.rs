@@ -46,8 +46,6 @@ const DECOMPRESS_SPARE_BLOCKS: usize = 4;
 const DECOMPRESS_DEPTH: usize = 2;
 /// Channel depth between parts for compression (blocks are large).
 const COMPRESS_DEPTH: usize = 1;
-/// Pipe capacity asked for on stdin/stdout.
-const PIPE_SIZE: usize = 1 << 20;
 
 const LONG_ABOUT: &str = "\
   zpipe-compress [-1 ... -19] [-T N] [--block-size SIZE] [--adapt] [FILE] > out.zst
@@ -320,7 +318,6 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         let sink: Box<dyn Sink> = if args.test {
             Box::new(NullSink)
         } else {
-            let _ = fdio::grow_pipe(fdio::stdout_fd(), PIPE_SIZE);
             Box::new(FdSink::stdout()?)
         };
         let cfg = PipelineConfig {
@@ -346,7 +343,6 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
     let source = Box::new(DirectSource::new(open_input(args.file.as_deref())?));
     let stage = CompressStage::new(ccfg.clone())?;
     let stats = stage.stats();
-    let _ = fdio::grow_pipe(fdio::stdout_fd(), PIPE_SIZE);
     let cfg = PipelineConfig {
         block_size: ccfg.block_size,
         blocks: ccfg.window() + 3,
@@ -400,7 +396,7 @@ fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<rustix::fd::Owne
             Ok(f.into())
         }
         _ => {
-            let _ = fdio::grow_pipe(fdio::stdin_fd(), PIPE_SIZE);
+            let _ = fdio::grow_pipe(fdio::stdin_fd(), fdio::DEFAULT_PIPE_SIZE);
             Ok(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?)
         }
     }

@@ -41,7 +41,6 @@ pub struct Block {
     buf: Vec<u8>,
     start: usize,
     home: Arc<PoolInner>,
-    block_size: usize,
 }
 
 impl PoolInner {
@@ -134,7 +133,6 @@ impl BlockPool {
             buf,
             start,
             home: Arc::clone(&self.inner),
-            block_size: self.inner.block_size,
         }
     }
 }
@@ -169,7 +167,7 @@ impl Block {
 
     /// The pool's block size: how much this block is meant to hold.
     pub fn capacity(&self) -> usize {
-        self.block_size
+        self.home.block_size
     }
 
     /// Free bytes in front of the data.
@@ -212,7 +210,7 @@ impl Block {
         cancel: &Cancel,
         idle: &mut dyn crate::fdio::Idle,
     ) -> anyhow::Result<usize> {
-        let want = self.start + self.block_size;
+        let want = self.start + self.home.block_size;
         let mut added = 0;
         while self.buf.len() < want {
             let n = crate::fdio::read_some_into(fd, &mut self.buf, want, cancel, idle)?;
@@ -229,7 +227,7 @@ impl Drop for Block {
     fn drop(&mut self) {
         // Buffers that grew far beyond the block size are not kept.
         let home = &self.home;
-        let normal = home.headroom.saturating_add(self.block_size);
+        let normal = home.headroom.saturating_add(home.block_size);
         if self.buf.capacity() <= normal.saturating_mul(2) {
             home.lock_free().push(std::mem::take(&mut self.buf));
         } else {

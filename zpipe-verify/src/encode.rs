@@ -436,14 +436,20 @@ impl EncodeStage {
         if b.len() == RECORD_LEN {
             return Ok(());
         }
-        self.submit(b, out)
+        self.submit(b, usize::MAX, out)
     }
 
-    /// Hands a frame block (header space, then payload) to the hashers,
+    /// Hands a frame block (header space, then payload) to the hashers once
+    /// the window has room and fewer than `max_in_flight` frames are in it,
     /// emitting the frames that finished meanwhile.
-    fn submit(&mut self, b: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+    fn submit(
+        &mut self,
+        b: Block,
+        max_in_flight: usize,
+        out: &mut Emitter<'_>,
+    ) -> anyhow::Result<()> {
         let cancel = out.cancel().clone();
-        while !self.hasher.has_room() {
+        while !self.hasher.has_room() || self.hasher.in_flight() >= max_in_flight {
             if let Some(r) = self.hasher.next(&cancel)? {
                 self.emit_frame(r, out)?;
             }
@@ -476,14 +482,7 @@ impl Stage for EncodeStage {
             let mut block = block;
             block.expose_headroom(RECORD_LEN);
             let cap = (block.pool_count() / 2).max(1);
-            let cancel = out.cancel().clone();
-            while self.hasher.in_flight() >= cap {
-                match self.hasher.next(&cancel)? {
-                    Some(r) => self.emit_frame(r, out)?,
-                    None => break,
-                }
-            }
-            return self.submit(block, out);
+            return self.submit(block, cap, out);
         }
         let frame_end = RECORD_LEN + self.cfg.frame_size;
         let mut data = block.data();
