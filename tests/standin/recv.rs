@@ -434,10 +434,9 @@ fn normal_receive<R: Read>(
         if killed_mid_stream.is_some() {
             // The daemon's receive only now meets the cut stream; wait for
             // it to roll back the new dataset before holding its place.
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while dataset_exists(target) && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
+            zpipe_tests::faults::wait_until(std::time::Duration::from_secs(20), || {
+                !dataset_exists(target)
+            });
         }
         let c = run_real(&["create", target])?;
         if !c.ok() {
