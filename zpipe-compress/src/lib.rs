@@ -29,11 +29,11 @@ pub use format::{looks_like_zstd, SIZE_FRAME_MAGIC, SKIPPABLE_MAGIC_MIN, ZSTD_MA
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use source::DirectSource;
+use source::FrameSource;
 use std::ffi::OsString;
 use std::io::Write;
 use zpipe_core::cancel::Cancel;
-use zpipe_core::pipeline::{self, FdSink, PipelineConfig, Sink};
+use zpipe_core::pipeline::{self, FdSink, FdSource, PipelineConfig, Sink};
 use zpipe_core::pool::Block;
 use zpipe_core::{fdio, Exit};
 
@@ -309,7 +309,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         }
         let dcfg = args.decompress_config();
         let max_frame = usize::try_from(dcfg.region_limit()).unwrap_or(usize::MAX);
-        let source = Box::new(DirectSource::frame_aware(
+        let source = Box::new(FrameSource::new(
             open_input(args.file.as_deref())?,
             max_frame,
         ));
@@ -340,7 +340,7 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         ));
     }
     let ccfg = args.compress_config();
-    let source = Box::new(DirectSource::new(open_input(args.file.as_deref())?));
+    let source = Box::new(FdSource::new(open_input(args.file.as_deref())?));
     let stage = CompressStage::new(ccfg.clone())?;
     let stats = stage.stats();
     let cfg = PipelineConfig {
@@ -395,10 +395,7 @@ fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<rustix::fd::Owne
                 .map_err(|e| zpipe_core::exit::usage(format!("{e:#}")))?;
             Ok(f.into())
         }
-        _ => {
-            let _ = fdio::grow_pipe(fdio::stdin_fd(), fdio::DEFAULT_PIPE_SIZE);
-            Ok(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?)
-        }
+        _ => Ok(rustix::io::dup(fdio::stdin_fd()).context("duplicating stdin")?),
     }
 }
 

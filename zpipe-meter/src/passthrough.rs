@@ -14,7 +14,6 @@
 use crate::config::MeterConfig;
 use crate::meter::{Hooks, InputHooks, Meter, ProgressTarget, Shared};
 use crate::report::Stats;
-use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rustix::event::PollFlags;
 use rustix::fd::BorrowedFd;
@@ -153,33 +152,20 @@ fn read_side(
     loop {
         let mut block = pool.get(local)?;
         watch.check()?;
-        let buf = block.vec_mut();
-        buf.reserve_exact(bs);
-        // Read into the spare capacity: no zero-filling of a block per read.
+        // The first read waits for input; later ones take only what is
+        // already there, so a slow trickle is sent on, not held back.
         let mut ended = false;
         loop {
-            if buf.is_empty() {
-                fdio::wait_cancellable(
-                    input,
-                    fdio::Side::Input,
-                    local,
-                    &mut WatchIdle(&mut hooks, &watch),
-                )?;
-            } else if buf.len() >= buf.capacity()
-                || !fdio::wait_ready(input, PollFlags::IN, Duration::ZERO)?
+            let first = block.is_empty();
+            if !first
+                && (block.len() >= bs || !fdio::wait_ready(input, PollFlags::IN, Duration::ZERO)?)
             {
-                // Send a partial block rather than wait, so a slow trickle
-                // is not held back.
                 break;
             }
-            match rustix::io::read(input, rustix::buffer::spare_capacity(buf)) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
-                Err(e) => return Err(std::io::Error::from(e)).context("reading input"),
+            let n = block.read_some(input, local, &mut WatchIdle(&mut hooks, &watch))?;
+            if n == 0 {
+                ended = true;
+                break;
             }
         }
         let n = block.len();
