@@ -23,6 +23,10 @@ pub const MIN_LEVEL: i32 = 1;
 /// The level below [`MIN_LEVEL`] that `--adapt` may use: blocks stored
 /// without running the compressor (still valid zstd).
 pub const STORE_LEVEL: i32 = 0;
+
+/// An input block up to `block_size / DIRECT_SLACK_DIV` bytes longer than
+/// the block size is compressed as it is, not cut and copied into the next.
+pub const DIRECT_SLACK_DIV: usize = 8;
 /// Highest level accepted (zstd's highest without `--ultra`).
 pub const MAX_LEVEL: i32 = 19;
 /// Default size of the independent blocks (frames).
@@ -368,8 +372,16 @@ impl CompressStage {
 impl Stage for CompressStage {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let size = self.cfg.block_size;
-        if self.pending.is_empty() && block.len() == size {
-            // Zero-copy: the pipeline's blocks already have our size.
+        let direct = size..=size + size / DIRECT_SLACK_DIV;
+        if !self.pending.is_empty() && direct.contains(&block.len()) {
+            // What came before (say a stream header) becomes its own frame,
+            // so frames keep following the blocks upstream cut.
+            let short = std::mem::take(&mut self.pending);
+            self.submit(Chunk::Buf(short), out)?;
+        }
+        if self.pending.is_empty() && direct.contains(&block.len()) {
+            // Zero-copy: the block already has our size, or a little more
+            // (a verify frame: a block and its header), and becomes one frame.
             return self.submit(Chunk::Block(block), out);
         }
         let mut data = block.data();
@@ -658,5 +670,74 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert_eq!(zpipe_core::exit::classify(&e), zpipe_core::Exit::Usage);
         }
+    }
+
+    /// Emits blocks of the given sizes (filled with text).
+    struct Sizes(Vec<usize>, Vec<u8>);
+
+    impl zpipe_core::pipeline::Source for Sizes {
+        fn next_block(
+            &mut self,
+            pool: &zpipe_core::pool::BlockPool,
+            c: &zpipe_core::cancel::Cancel,
+        ) -> anyhow::Result<Option<Block>> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            let n = self.0.remove(0);
+            let mut b = pool.get(c)?;
+            b.append(&self.1[..n]);
+            self.1.drain(..n);
+            Ok(Some(b))
+        }
+    }
+
+    #[test]
+    fn frames_follow_blocks_of_the_block_size_or_a_little_more() {
+        // A short block before a full one becomes its own frame (a verify
+        // stream header before its frames); full blocks and blocks up to
+        // 1/8 longer are frames as they are; short tails gather.
+        let bs = 8192;
+        let sizes = vec![64, bs, bs, bs + 5, 10, bs, bs + bs / 8 + 1, 100];
+        let input = text(sizes.iter().sum());
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Collect(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl zpipe_core::pipeline::Sink for Collect {
+            fn write_block(
+                &mut self,
+                b: Block,
+                _: &zpipe_core::cancel::Cancel,
+            ) -> anyhow::Result<()> {
+                self.0.lock().unwrap().extend_from_slice(b.data());
+                Ok(())
+            }
+        }
+        let pcfg = zpipe_core::pipeline::PipelineConfig {
+            block_size: 2 * bs,
+            blocks: 4,
+            depth: 1,
+            headroom: 0,
+        };
+        zpipe_core::pipeline::run(
+            &pcfg,
+            Box::new(Sizes(sizes, input.clone())),
+            vec![Box::new(CompressStage::new(cfg(bs)).unwrap())],
+            Box::new(Collect(out.clone())),
+            &zpipe_core::cancel::Cancel::new(),
+        )
+        .unwrap();
+        let z = out.lock().unwrap().clone();
+        let mut lens = Vec::new();
+        let mut at = 0;
+        while at < z.len() {
+            let n = format::read_size_frame(&z[at..]).unwrap() as usize;
+            let frame = &z[at + SIZE_FRAME_LEN..at + SIZE_FRAME_LEN + n];
+            lens.push(zstd::stream::decode_all(frame).unwrap().len());
+            at += SIZE_FRAME_LEN + n;
+        }
+        // The oversized block is cut at the block size; its rest and the
+        // 100-byte tail gather into the last frame.
+        assert_eq!(lens, vec![64, bs, bs, bs + 5, 10, bs, bs, bs / 8 + 1 + 100]);
+        assert_eq!(zstd::stream::decode_all(&z[..]).unwrap(), input);
     }
 }

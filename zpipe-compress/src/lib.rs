@@ -26,10 +26,10 @@ pub use adapt::AdaptRange;
 pub use compress::{CompressConfig, CompressStage, CompressStats};
 pub use decompress::{DecompressConfig, DecompressStage};
 pub use format::{looks_like_zstd, SIZE_FRAME_MAGIC, SKIPPABLE_MAGIC_MIN, ZSTD_MAGIC};
+pub use source::SizeFrames;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use source::FrameSource;
 use std::ffi::OsString;
 use std::io::Write;
 use zpipe_core::cancel::Cancel;
@@ -309,10 +309,10 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
         }
         let dcfg = args.decompress_config();
         let max_frame = usize::try_from(dcfg.region_limit()).unwrap_or(usize::MAX);
-        let source = Box::new(FrameSource::new(
-            open_input(args.file.as_deref())?,
-            max_frame,
-        ));
+        let source = Box::new(
+            FdSource::new(open_input(args.file.as_deref())?)
+                .with_framing(Box::new(SizeFrames { max_frame })),
+        );
         let blocks = dcfg.window() + DECOMPRESS_SPARE_BLOCKS;
         let stage = DecompressStage::new(dcfg)?;
         let sink: Box<dyn Sink> = if args.test {

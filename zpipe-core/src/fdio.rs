@@ -168,7 +168,7 @@ pub fn read_some(
 /// Reads once, once input is available, appending to `buf` without letting
 /// it grow past `limit` bytes; returns the bytes added (0: end of input, or
 /// `buf` already at `limit`). Reads into spare capacity: nothing is
-/// zero-filled first when the capacity is exactly `limit`.
+/// zero-filled first, whatever the capacity beyond `limit`.
 pub fn read_some_into(
     fd: BorrowedFd<'_>,
     buf: &mut Vec<u8>,
@@ -181,21 +181,34 @@ pub fn read_some_into(
         return Ok(0);
     }
     buf.reserve_exact(limit - len);
-    if buf.capacity() != limit {
-        // More room than allowed: read into an initialised window instead.
-        buf.resize(limit, 0);
-        let r = read_some(fd, &mut buf[len..], cancel, idle);
-        buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        return r;
-    }
     loop {
         wait_cancellable(fd, Side::Input, cancel, idle)?;
-        match rustix::io::read(fd, rustix::buffer::spare_capacity(buf)) {
+        match read_into_spare(fd, buf, limit - len) {
             Ok(n) => return Ok(n),
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
             Err(e) => return Err(io::Error::from(e)).context("reading input"),
         }
     }
+}
+
+/// One read(2) into the first `max` bytes of `buf`'s spare capacity (which
+/// must hold them), appending what it got.
+///
+/// The one `unsafe` of the data path, because neither std nor rustix can
+/// read into *part* of a vector's spare capacity: rustix's
+/// `spare_capacity` always offers all of it, and a framed source reads one
+/// frame into a block with room for more (the alternatives, zero-filling the
+/// window before each read or reading past the frame and copying the
+/// excess back, cost a pass over the data).
+#[allow(unsafe_code)]
+fn read_into_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> rustix::io::Result<usize> {
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    let (filled, _) = rustix::io::read(fd, spare)?;
+    let got = filled.len();
+    // SAFETY: read(2) initialised the `got <= max` bytes that follow the
+    // vector's length, which lie within its capacity.
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
 }
 
 /// Reads until `buf` is full or input ends; returns the bytes read.
@@ -297,6 +310,34 @@ pub fn borrow<F: AsFd>(f: &F) -> BorrowedFd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_some_into_stops_at_the_limit_with_room_beyond_it() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, b"0123456789").unwrap();
+        drop(w);
+        let c = Cancel::new();
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"ab");
+        assert_eq!(
+            read_some_into(r.as_fd(), &mut buf, 6, &c, &mut NoIdle).unwrap(),
+            4
+        );
+        assert_eq!(buf, b"ab0123");
+        assert_eq!(
+            read_some_into(r.as_fd(), &mut buf, 6, &c, &mut NoIdle).unwrap(),
+            0
+        );
+        assert_eq!(
+            read_some_into(r.as_fd(), &mut buf, 64, &c, &mut NoIdle).unwrap(),
+            6
+        );
+        assert_eq!(buf, b"ab0123456789");
+        assert_eq!(
+            read_some_into(r.as_fd(), &mut buf, 64, &c, &mut NoIdle).unwrap(),
+            0
+        );
+    }
 
     #[test]
     fn read_at_most_stops_at_the_limit() {

@@ -264,11 +264,28 @@ fn record_before_closing(
     }
 }
 
-/// A [`Source`] reading a descriptor into full blocks.
+/// How a [`FdSource`] cuts its input into units (a frame each), so a stage
+/// downstream finds one whole frame per block and can use it in place
+/// instead of copying frames out of blocks cut anywhere.
+pub trait Framing: Send {
+    /// Bytes to read before [`Framing::unit_len`] can tell a unit's length.
+    fn head_len(&self) -> usize;
+    /// The whole length of the unit that starts with `head` (its first
+    /// [`head_len`](Framing::head_len) bytes); `None` when `head` is nothing
+    /// this framing knows: the source then reads a plain block and the
+    /// stage's own parser decides. A unit larger than the pool's blocks is
+    /// read as plain blocks too (the stage copies it out of them).
+    fn unit_len(&mut self, head: &[u8]) -> Option<usize>;
+}
+
+/// A [`Source`] reading a descriptor into full blocks, or into one unit of
+/// a [`Framing`] each.
 pub struct FdSource {
     fd: OwnedFd,
     idle: Box<dyn Idle + Send>,
     prefix: Vec<u8>,
+    framing: Option<Box<dyn Framing>>,
+    eof: bool,
 }
 
 impl FdSource {
@@ -280,6 +297,8 @@ impl FdSource {
             fd,
             idle: Box::new(NoIdle),
             prefix: Vec::new(),
+            framing: None,
+            eof: false,
         }
     }
 
@@ -287,6 +306,12 @@ impl FdSource {
     /// stream's kind) before the rest of `fd`.
     pub fn with_prefix(mut self, prefix: Vec<u8>) -> Self {
         self.prefix = prefix;
+        self
+    }
+
+    /// Cuts the input into `framing`'s units, one per block.
+    pub fn with_framing(mut self, framing: Box<dyn Framing>) -> Self {
+        self.framing = Some(framing);
         self
     }
 
@@ -301,19 +326,48 @@ impl FdSource {
         self.idle = idle;
         self
     }
+
+    /// Fills `b` to `len` bytes, from the prefix first; notes the end of
+    /// input when it comes first.
+    fn fill(&mut self, b: &mut Block, len: usize, cancel: &Cancel) -> anyhow::Result<()> {
+        if !self.prefix.is_empty() && b.len() < len {
+            let take = self.prefix.len().min(len - b.len());
+            b.append(&self.prefix[..take]);
+            self.prefix.drain(..take);
+        }
+        if b.len() < len {
+            b.fill_to(self.fd.as_fd(), len, cancel, self.idle.as_mut())?;
+            if b.len() < len {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Source for FdSource {
     fn next_block(&mut self, pool: &BlockPool, cancel: &Cancel) -> anyhow::Result<Option<Block>> {
+        if self.eof {
+            return Ok(None);
+        }
         let mut b = pool.get(cancel)?;
         let size = pool.block_size();
-        if !self.prefix.is_empty() {
-            let take = self.prefix.len().min(size);
-            b.vec_mut().extend(self.prefix.drain(..take));
-            return Ok(Some(b));
+        let head = self.framing.as_ref().map_or(0, |f| f.head_len().min(size));
+        let mut len = size;
+        if head > 0 {
+            self.fill(&mut b, head, cancel)?;
+            if self.eof {
+                return Ok(if b.is_empty() { None } else { Some(b) });
+            }
+            // A unit larger than a block is read as plain blocks too.
+            if let Some(n) = self.framing.as_mut().and_then(|f| f.unit_len(b.data())) {
+                if n <= size {
+                    len = n.max(head);
+                }
+            }
         }
-        let n = b.read_from(self.fd.as_fd(), cancel, self.idle.as_mut())?;
-        Ok(if n == 0 { None } else { Some(b) })
+        self.fill(&mut b, len, cancel)?;
+        Ok(if b.is_empty() { None } else { Some(b) })
     }
 }
 
@@ -534,5 +588,54 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("downstream closed"));
         assert!(start.elapsed() < SHUTDOWN_GRACE);
+    }
+
+    /// Units of one length byte and that many bytes; 0xff is not a unit.
+    struct LenByte;
+
+    impl Framing for LenByte {
+        fn head_len(&self) -> usize {
+            1
+        }
+        fn unit_len(&mut self, head: &[u8]) -> Option<usize> {
+            (head[0] != 0xff).then_some(1 + head[0] as usize)
+        }
+    }
+
+    #[test]
+    fn a_framing_cuts_one_unit_per_block_from_prefix_and_descriptor() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        // Units 3+"abc", 0, 5+"hello" (prefix ends inside it), then a
+        // non-unit: a plain block of the pool's size, then the short rest.
+        let mut all = b"\x03abc\x00\x05hello".to_vec();
+        all.extend_from_slice(b"\xff0123456789");
+        rustix::io::write(&w, &all[6..]).unwrap();
+        drop(w);
+        let mut src = FdSource::new(r)
+            .with_prefix(all[..6].to_vec())
+            .with_framing(Box::new(LenByte));
+        let pool = BlockPool::new(8, 4);
+        let c = Cancel::new();
+        let mut got = Vec::new();
+        while let Some(b) = src.next_block(&pool, &c).unwrap() {
+            got.push(b.data().to_vec());
+        }
+        let want: Vec<&[u8]> = vec![b"\x03abc", b"\x00", b"\x05hello", b"\xff0123456", b"789"];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_unit_cut_short_by_the_end_of_input_is_delivered_as_it_is() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, b"\x09abc").unwrap();
+        drop(w);
+        let mut src = FdSource::new(r).with_framing(Box::new(LenByte));
+        let pool = BlockPool::new(64, 2);
+        let c = Cancel::new();
+        assert_eq!(
+            src.next_block(&pool, &c).unwrap().unwrap().data(),
+            b"\x09abc"
+        );
+        assert!(src.next_block(&pool, &c).unwrap().is_none());
     }
 }

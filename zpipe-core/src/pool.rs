@@ -249,6 +249,19 @@ impl Block {
         &mut self.buf
     }
 
+    /// Appends `data` after the bytes held (the headroom and alignment stay).
+    pub fn append(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Drops the first `n` bytes held (they become headroom), e.g. a header
+    /// a stage has read, leaving the rest in place. Panics if `n` exceeds
+    /// [`Block::len`].
+    pub fn consume_front(&mut self, n: usize) {
+        assert!(n <= self.len(), "consuming more than the block holds");
+        self.start += n;
+    }
+
     /// Makes the block hold exactly `len` bytes, zero-filling new space, and
     /// returns them for writing.
     pub fn resize(&mut self, len: usize) -> &mut [u8] {

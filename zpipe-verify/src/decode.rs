@@ -11,7 +11,7 @@
 //! whose sender failed (even after writing all of a ZFS stream) never
 //! reaches its consumer whole, and `zfs recv` cannot complete it.
 
-use crate::format::Digest;
+use crate::format::{self, Body, Digest, Header, Record, MAX_ABORT_MESSAGE, RECORD_LEN};
 use crate::parser::{Event, Frame, FrameBuf, Parser, PayloadBuf};
 use crate::VerifyConfig;
 use anyhow::Context;
@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex};
 use zpipe_core::cancel::Cancel;
 use zpipe_core::par::OrderedPool;
-use zpipe_core::pipeline::{Emitter, Stage};
+use zpipe_core::pipeline::{Emitter, Framing, Stage};
 use zpipe_core::pool::{Block, BlockPool};
 
 /// Size of the small read buffer the pull decoder uses for record headers;
@@ -80,13 +80,15 @@ impl<B: PayloadBuf> Checker<B> {
         }
     }
 
-    /// Waits until another frame may be submitted, delivering results.
+    /// Waits until another frame may be submitted with fewer than
+    /// `max_in_flight` in flight, delivering results.
     fn make_room(
         &mut self,
+        max_in_flight: usize,
         cancel: &Cancel,
         out: &mut dyn FnMut(B) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        while !self.pool.has_room() {
+        while !self.pool.has_room() || self.pool.in_flight() >= max_in_flight {
             match self.pool.next(cancel)? {
                 Some(r) => self.deliver(r, out)?,
                 None => break,
@@ -98,10 +100,11 @@ impl<B: PayloadBuf> Checker<B> {
     fn submit(
         &mut self,
         frame: Frame<B>,
+        max_in_flight: usize,
         cancel: &Cancel,
         out: &mut dyn FnMut(B) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        self.make_room(cancel, out)?;
+        self.make_room(max_in_flight, cancel, out)?;
         self.pool.submit(frame, cancel)?;
         while let Some(r) = self.pool.try_next() {
             self.deliver(r, out)?;
@@ -174,13 +177,13 @@ impl<R: Read> Decoder<R> {
                 Event::NeedBuffer => {
                     let frame_len = parser.max_frame_len();
                     let c = checker.get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
-                    c.make_room(&cancel, &mut deliver)?;
+                    c.make_room(usize::MAX, &cancel, &mut deliver)?;
                     let buf = free.borrow_mut().pop().unwrap_or_default();
                     parser.give_buffer(buf);
                 }
                 Event::Frame(f) => {
                     let c = checker.as_mut().expect("a frame follows NeedBuffer");
-                    c.submit(f, &cancel, &mut deliver)?;
+                    c.submit(f, usize::MAX, &cancel, &mut deliver)?;
                 }
                 Event::End => {}
                 Event::Abort(text) => {
@@ -240,6 +243,7 @@ fn read_retrying<R: Read>(r: &mut R, buf: &mut [u8]) -> anyhow::Result<usize> {
 #[derive(Clone, Debug, Default)]
 pub struct DecodeHandle {
     inner: Arc<Mutex<Option<Digest>>>,
+    in_place: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DecodeHandle {
@@ -257,6 +261,43 @@ impl DecodeHandle {
     /// Verified payload bytes of a complete stream (0 when incomplete).
     pub fn bytes(&self) -> u64 {
         self.digest().map_or(0, |d| d.bytes)
+    }
+
+    /// Frames checked in place, in the block they arrived in (no copy).
+    pub fn frames_in_place(&self) -> u64 {
+        self.in_place.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// [`Framing`] of a framed stream for [`FdSource`](zpipe_core::pipeline::FdSource):
+/// one record and what follows it (a payload, an ABORT message) per block,
+/// so [`DecodeStage`] checks each data frame in place. It only cuts; the
+/// stage's parser still checks every record, and a record this framing
+/// cannot read (damage) gets a plain block for the parser to reject.
+#[derive(Debug, Default)]
+pub struct RecordFraming {
+    /// The header's frame length bound, once the header was read.
+    max_frame_len: Option<usize>,
+}
+
+impl Framing for RecordFraming {
+    fn head_len(&self) -> usize {
+        RECORD_LEN
+    }
+
+    fn unit_len(&mut self, head: &[u8]) -> Option<usize> {
+        let rec: &Record = head.try_into().ok()?;
+        let Some(max) = self.max_frame_len else {
+            let h = Header::decode(rec).ok()?;
+            self.max_frame_len = Some(h.max_frame_len as usize);
+            return Some(RECORD_LEN);
+        };
+        let follows = match format::decode_body(rec).ok()? {
+            Body::Data(d) => Some(d.len as usize).filter(|&n| n <= max)?,
+            Body::End(_) => 0,
+            Body::Abort { len, .. } => Some(len as usize).filter(|&n| n <= MAX_ABORT_MESSAGE)?,
+        };
+        Some(RECORD_LEN + follows)
     }
 }
 
@@ -312,7 +353,7 @@ impl DecodeStage {
                 let c = self
                     .checker
                     .get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
-                c.make_room(&cancel, &mut |b| out.emit(b))?;
+                c.make_room(usize::MAX, &cancel, &mut |b| out.emit(b))?;
                 let count = self.cfg.window(frame_len) + STAGE_EXTRA_BLOCKS;
                 let pool = self
                     .pool
@@ -322,7 +363,7 @@ impl DecodeStage {
             }
             Event::Frame(f) => {
                 let c = self.checker.as_mut().expect("a frame follows NeedBuffer");
-                c.submit(f, &cancel, &mut |b| out.emit(b))?;
+                c.submit(f, usize::MAX, &cancel, &mut |b| out.emit(b))?;
             }
             Event::End => {}
             Event::Abort(text) => {
@@ -333,9 +374,62 @@ impl DecodeStage {
     }
 }
 
+impl DecodeStage {
+    /// Checks a block that holds exactly one data frame, its record already
+    /// parsed, in place: the payload is hashed where it is and the block
+    /// itself, minus the record, is what gets delivered (no copy).
+    fn check_in_place(&mut self, mut block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        let cancel = out.cancel().clone();
+        // The block belongs to the pool upstream: holding too many of its
+        // blocks (in flight plus the one held back) would leave the source
+        // without a block and this stage without input, a deadlock. Keep
+        // at most half of that pool here.
+        let cap = block.pool_count() / 2 - 1;
+        let frame_len = self.parser.max_frame_len();
+        let c = self
+            .checker
+            .get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
+        block.consume_front(RECORD_LEN);
+        self.handle
+            .in_place
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = match self.parser.give_full_buffer(block) {
+            Ok(f) => f,
+            Err(_) => unreachable!("the caller checked the payload length"),
+        };
+        c.submit(frame, cap, &cancel, &mut |b| out.emit(b))
+    }
+}
+
+/// Upstream pools smaller than this never lend their blocks to the decode
+/// stage's hashing window (see [`DecodeStage::check_in_place`]).
+const MIN_POOL_IN_PLACE: usize = 4;
+
 impl Stage for DecodeStage {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
-        let mut data = block.data();
+        let mut skip = 0;
+        if self.parser.at_record()
+            && block.len() > RECORD_LEN
+            && block.pool_count() >= MIN_POOL_IN_PLACE
+        {
+            // Maybe one whole frame (a RecordFraming source, or one
+            // compressed frame per verify frame): parse its record first.
+            let (n, ev) = match self.parser.feed(&block.data()[..RECORD_LEN]) {
+                Ok(r) => r,
+                Err(e) => return self.ended(Err(e), false, out),
+            };
+            skip = n;
+            match ev {
+                Some(Event::NeedBuffer)
+                    if self.parser.payload_wanted() == Some(block.len() - RECORD_LEN) =>
+                {
+                    return self.check_in_place(block, out);
+                }
+                Some(ev) => self.handle_event(ev, out)?,
+                None => {}
+            }
+        }
+        let mut data = &block.data()[skip..];
         while !data.is_empty() {
             let (n, ev) = match self.parser.feed(data) {
                 Ok(r) => r,

@@ -19,7 +19,7 @@ mod parser;
 pub mod zfs;
 
 pub use cli::{command, run};
-pub use decode::{DecodeHandle, DecodeStage, Decoder};
+pub use decode::{DecodeHandle, DecodeStage, Decoder, RecordFraming};
 pub use encode::{AbortHandle, EncodeOutcome, EncodeStage, Encoder};
 pub use format::{looks_like_framed, Digest, MAGIC};
 

@@ -268,6 +268,34 @@ impl<B: PayloadBuf> Parser<B> {
         }
     }
 
+    /// True between two records, with none of the next one read: a block
+    /// that starts here may hold one whole frame (see [`DecodeStage`](crate::DecodeStage)).
+    pub fn at_record(&self) -> bool {
+        self.state == State::Record && self.fill == 0
+    }
+
+    /// The payload length asked for, while [`Event::NeedBuffer`] is pending.
+    pub fn payload_wanted(&self) -> Option<usize> {
+        (self.state == State::NeedBuffer).then_some(self.want)
+    }
+
+    /// Supplies, for [`Event::NeedBuffer`], a buffer that already holds the
+    /// whole payload (exactly [`payload_wanted`](Self::payload_wanted)
+    /// bytes); returns the complete frame, or the buffer back when that
+    /// is not what is pending.
+    pub fn give_full_buffer(&mut self, buf: B) -> Result<Frame<B>, B> {
+        if self.payload_wanted() != Some(buf.payload().len()) {
+            return Err(buf);
+        }
+        let (seq, at, sha) = self.meta;
+        self.cur = Some(Frame { seq, at, sha, buf });
+        self.state = State::Payload;
+        match self.payload_read(self.want) {
+            Some(Event::Frame(f)) => Ok(f),
+            _ => unreachable!("a full payload completes its frame"),
+        }
+    }
+
     /// The buffer being filled and how many bytes it still lacks, when the
     /// parser is inside a payload (for drivers that read into it directly).
     pub fn payload_slot(&mut self) -> Option<(&mut B, usize)> {

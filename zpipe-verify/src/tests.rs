@@ -4,7 +4,8 @@
 
 use crate::format::{self, Record, RECORD_LEN};
 use crate::{
-    AbortHandle, DecodeStage, Decoder, Digest, EncodeOutcome, EncodeStage, Encoder, VerifyConfig,
+    AbortHandle, DecodeStage, Decoder, Digest, EncodeOutcome, EncodeStage, Encoder, RecordFraming,
+    VerifyConfig,
 };
 use proptest::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -650,4 +651,82 @@ fn in_place_framing_from_a_descriptor_matches_the_plain_encoder() {
         let (plain, _) = encode(&input, &c);
         assert!(*got.lock().unwrap() == plain, "len {len}");
     }
+}
+
+/// Decodes `stream` read from a pipe one record per block (RecordFraming),
+/// so whole data frames are checked in place; returns output and result.
+fn decode_framed_from_pipe(
+    stream: Vec<u8>,
+    block_size: usize,
+    blocks: usize,
+    workers: usize,
+) -> (Vec<u8>, anyhow::Result<()>, u64) {
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(w);
+        let _ = std::io::Write::write_all(&mut f, &stream);
+    });
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let pcfg = PipelineConfig {
+        block_size,
+        blocks,
+        depth: 2,
+        headroom: 0,
+    };
+    let (dec, handle) = DecodeStage::new(cfg(4096, workers));
+    let res = pipeline::run(
+        &pcfg,
+        Box::new(pipeline::FdSource::new(r).with_framing(Box::new(RecordFraming::default()))),
+        vec![Box::new(dec)],
+        Box::new(VecSink(got.clone())),
+        &Cancel::new(),
+    );
+    writer.join().unwrap();
+    let out = got.lock().unwrap().clone();
+    (out, res, handle.frames_in_place())
+}
+
+#[test]
+fn one_frame_blocks_are_checked_in_place_and_damage_is_still_caught() {
+    // Blocks that fit a frame (in place), blocks too small for one (the
+    // copying path), pools too small to lend (copying), many workers over
+    // a small pool (must not hold it all), and an END-only stream.
+    for (len, block, blocks, workers, in_place) in [
+        (0, 8192, 8, 2, 0),
+        (1, 8192, 8, 2, 1),
+        (4096 * 5, 8192, 8, 2, 5),
+        (4096 * 5 + 7, 8192, 8, 2, 6),
+        (100_000, 8192, 4, 8, 25),
+        (100_000, 8192, 3, 2, 0),
+        (100_000, 1000, 8, 2, 0),
+    ] {
+        let input = data(len, 21);
+        let (stream, _) = encode(&input, &cfg(4096, 2));
+        let (out, r, n) = decode_framed_from_pipe(stream, block, blocks, workers);
+        r.unwrap();
+        assert!(out == input, "len {len} block {block} blocks {blocks}");
+        assert_eq!(n, in_place, "len {len} block {block} blocks {blocks}");
+    }
+    let input = data(4096 * 6, 22);
+    let (stream, _) = encode(&input, &cfg(4096, 2));
+    let fs = 4096;
+    // A flipped payload bit: frames before it are delivered, not it.
+    let mut s = stream.clone();
+    s[frame_at(3, fs) + RECORD_LEN + 100] ^= 1;
+    let (out, r, _) = decode_framed_from_pipe(s, 8192, 8, 2);
+    let e = r.unwrap_err();
+    assert_eq!(classify(&e), Exit::Integrity);
+    assert!(format!("{e:#}").contains("frame 3"), "{e:#}");
+    assert_eq!(out, prefix(&input, fs, 3));
+    // Frames swapped: the sequence check still runs on the in-place path.
+    let (head, mut frames, tail) = frames_of(&stream, fs);
+    frames.swap(1, 2);
+    let (out, r, _) = decode_framed_from_pipe(assemble(&head, &frames, &tail), 8192, 8, 2);
+    assert_eq!(classify(&r.unwrap_err()), Exit::Integrity);
+    assert_eq!(out, prefix(&input, fs, 1));
+    // Cut inside a frame's payload.
+    let cut = frame_at(4, fs) + RECORD_LEN + 10;
+    let (out, r, _) = decode_framed_from_pipe(stream[..cut].to_vec(), 8192, 8, 2);
+    assert!(format!("{:#}", r.unwrap_err()).contains("truncated"));
+    assert_eq!(out, prefix(&input, fs, 4));
 }

@@ -274,6 +274,10 @@ impl Stage for Watch {
     }
 }
 
+/// Input block size: a default verify frame with its record, and room for
+/// the compression framing around it, so such a frame fits one block.
+pub const READ_BLOCK_SIZE: usize = zpipe_verify::format::DEFAULT_FRAME_LEN + (64 << 10);
+
 /// Reads up to `n` bytes of `input` (less only at end of input).
 fn read_prefix(input: &OwnedFd, n: usize, cancel: &Cancel) -> anyhow::Result<Vec<u8>> {
     use rustix::fd::AsFd;
@@ -335,9 +339,10 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
     }
 
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    let decompress = zpipe_compress::DecompressConfig::default();
     if outer == Kind::Zstd {
         stages.push(Box::new(zpipe_compress::DecompressStage::new(
-            zpipe_compress::DecompressConfig::default(),
+            decompress.clone(),
         )?));
     }
     if inner == Kind::Framed {
@@ -358,10 +363,25 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
     argv.push(args.dataset.clone().into());
     let mut child = Child::spawn(&argv, Io::Pipe, Io::Inherit, false)?;
     let stdin = child.take_stdin().context("zfs receive stdin")?;
-    let source = FdSource::new(input).with_prefix(prefix);
+    // Read one frame per block where the stream has frames, so the
+    // decompressor and the decoder use blocks in place.
+    let mut source = FdSource::new(input).with_prefix(prefix);
+    match outer {
+        Kind::Zstd => {
+            let max_frame = usize::try_from(decompress.region_limit()).unwrap_or(usize::MAX);
+            source = source.with_framing(Box::new(zpipe_compress::SizeFrames { max_frame }));
+        }
+        Kind::Framed => {
+            source = source.with_framing(Box::new(zpipe_verify::RecordFraming::default()))
+        }
+        Kind::Zfs => {}
+    }
     let sink = zsend_wrap::send::output_sink(&meter_handle, OwnedFd::from(stdin), buffered)?;
     let result = pipeline::run(
-        &PipelineConfig::default(),
+        &PipelineConfig {
+            block_size: READ_BLOCK_SIZE,
+            ..PipelineConfig::default()
+        },
         Box::new(source),
         stages,
         sink,

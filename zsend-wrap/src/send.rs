@@ -12,6 +12,10 @@ use zpipe_core::pipeline::{self, FdSink, PipelineConfig, Sink, Stage};
 use zpipe_core::{exit, Cancel, Exit};
 
 /// `--compress auto`: the level it starts at, and the range it adapts in.
+/// Level 1, not storing: behind a slow link the climb from storing cost the
+/// 100 Mbit bench 13% (1.128x the best fixed level, against 1.019x from
+/// level 1), while on a fast link level 1 costs only the first windows
+/// before the controller goes down.
 pub const AUTO_START_LEVEL: i32 = 1;
 /// Lowest level `--compress auto` goes down to: storing blocks
 /// uncompressed, for links where compressing only slows the transfer (a
@@ -475,10 +479,16 @@ fn build_stages(
     }
     let (encode, abort) = zpipe_verify::EncodeStage::new(vcfg);
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(meter), Box::new(encode)];
+    // One compressed frame per verify frame: the compressor takes the
+    // framed blocks as they are (no copy), and the receiver's decompressor
+    // hands its decoder one whole verify frame per block, checked in place.
+    let framed_block = (args.frame_size as usize + zpipe_verify::format::RECORD_LEN)
+        .max(zpipe_compress::compress::MIN_BLOCK_SIZE);
     let compress = match args.compression() {
         CompressChoice::Off => None,
         CompressChoice::Level(level) => Some(zpipe_compress::CompressConfig {
             level,
+            block_size: framed_block,
             ..zpipe_compress::CompressConfig::default()
         }),
         CompressChoice::Auto => Some(zpipe_compress::CompressConfig {
@@ -487,6 +497,7 @@ fn build_stages(
                 min: AUTO_MIN_LEVEL,
                 max: AUTO_MAX_LEVEL,
             }),
+            block_size: framed_block,
             ..zpipe_compress::CompressConfig::default()
         }),
     };
