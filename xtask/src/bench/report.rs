@@ -193,15 +193,22 @@ pub fn target_line(t: &TargetResult) -> String {
             tgt.label,
             value,
             tgt.op.symbol(),
-            tgt.limit
+            limit(tgt.limit)
         ),
         Verdict::Skip { why } => format!(
             "SKIP {} (target {} {}): {why}",
             tgt.label,
             tgt.op.symbol(),
-            tgt.limit
+            limit(tgt.limit)
         ),
     }
+}
+
+/// A target's limit with at most three decimals (a limit scaled to this
+/// machine is not printed as 1.4705882352941178).
+fn limit(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Escapes `|` for a markdown table cell.
@@ -595,6 +602,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- FAIL meter RSS: 2.000 (target <= 1)"), "{md}");
+        assert_eq!(limit(1.4705882352941178), "1.471");
+        assert_eq!(
+            (limit(0.85), limit(272.0), limit(2.5)),
+            ("0.85".into(), "272".into(), "2.5".into())
+        );
         assert!(md.contains("SKIP meter / mbuffer"), "{md}");
         assert!(md.contains("- meter -q: `cat f | meter -q`"), "{md}");
         let all = results_markdown(&[case()]);
