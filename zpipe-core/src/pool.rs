@@ -193,11 +193,12 @@ impl BlockPool {
 }
 
 impl Block {
-    /// The most blocks the pool this block came from holds: a stage that
-    /// keeps blocks of an upstream pool must keep fewer than this, or the
-    /// source waits for a block forever.
-    pub fn pool_count(&self) -> usize {
-        self.home.count
+    /// How many blocks of this block's pool a stage downstream may keep at
+    /// once (hashing, or holding one back): half of the pool. A stage that
+    /// kept them all would leave the source without a block to read into
+    /// while the stage waited for input from it: a deadlock.
+    pub fn keep_limit(&self) -> usize {
+        self.home.count / 2
     }
 
     /// The bytes held.

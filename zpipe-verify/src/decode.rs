@@ -345,6 +345,29 @@ impl DecodeStage {
         r
     }
 
+    /// Checks a block that holds exactly one data frame, its record already
+    /// parsed, in place: the payload is hashed where it is and the block
+    /// itself, minus the record, is what gets delivered (no copy).
+    fn check_in_place(&mut self, mut block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        let cancel = out.cancel().clone();
+        // The block belongs to the pool upstream: in flight plus the one
+        // frame held back stay within what that pool allows.
+        let cap = block.keep_limit() - 1;
+        let frame_len = self.parser.max_frame_len();
+        let c = self
+            .checker
+            .get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
+        block.consume_front(RECORD_LEN);
+        self.handle
+            .in_place
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = match self.parser.give_full_buffer(block) {
+            Ok(f) => f,
+            Err(_) => unreachable!("the caller checked the payload length"),
+        };
+        c.submit(frame, cap, &cancel, &mut |b| out.emit(b))
+    }
+
     fn handle_event(&mut self, ev: Event<Block>, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let cancel = out.cancel().clone();
         match ev {
@@ -374,43 +397,17 @@ impl DecodeStage {
     }
 }
 
-impl DecodeStage {
-    /// Checks a block that holds exactly one data frame, its record already
-    /// parsed, in place: the payload is hashed where it is and the block
-    /// itself, minus the record, is what gets delivered (no copy).
-    fn check_in_place(&mut self, mut block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
-        let cancel = out.cancel().clone();
-        // The block belongs to the pool upstream: holding too many of its
-        // blocks (in flight plus the one held back) would leave the source
-        // without a block and this stage without input, a deadlock. Keep
-        // at most half of that pool here.
-        let cap = block.pool_count() / 2 - 1;
-        let frame_len = self.parser.max_frame_len();
-        let c = self
-            .checker
-            .get_or_insert_with(|| Checker::new(&self.cfg, frame_len));
-        block.consume_front(RECORD_LEN);
-        self.handle
-            .in_place
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let frame = match self.parser.give_full_buffer(block) {
-            Ok(f) => f,
-            Err(_) => unreachable!("the caller checked the payload length"),
-        };
-        c.submit(frame, cap, &cancel, &mut |b| out.emit(b))
-    }
-}
-
-/// Upstream pools smaller than this never lend their blocks to the decode
-/// stage's hashing window (see [`DecodeStage::check_in_place`]).
-const MIN_POOL_IN_PLACE: usize = 4;
+/// Upstream pools that let the decode stage keep fewer blocks than this
+/// (one in flight, one held back) never lend it their blocks (see
+/// [`DecodeStage::check_in_place`]).
+const MIN_KEEP_IN_PLACE: usize = 2;
 
 impl Stage for DecodeStage {
     fn process(&mut self, block: Block, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let mut skip = 0;
         if self.parser.at_record()
             && block.len() > RECORD_LEN
-            && block.pool_count() >= MIN_POOL_IN_PLACE
+            && block.keep_limit() >= MIN_KEEP_IN_PLACE
         {
             // Maybe one whole frame (a RecordFraming source, or one
             // compressed frame per verify frame): parse its record first.

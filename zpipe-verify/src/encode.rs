@@ -474,14 +474,11 @@ impl Stage for EncodeStage {
             && block.len() == self.cfg.frame_size
             && block.headroom() >= RECORD_LEN
         {
-            // A whole frame with room for its header: frame it in place.
-            // The block belongs to the source's pool: holding too many of
-            // them while the results wait to be collected would leave the
-            // source without a block, and this stage without input (a
-            // deadlock). Keep at most half of that pool in flight.
+            // A whole frame with room for its header: frame it in place,
+            // keeping no more of the source's blocks than it may.
             let mut block = block;
             block.expose_headroom(RECORD_LEN);
-            let cap = (block.pool_count() / 2).max(1);
+            let cap = block.keep_limit().max(1);
             return self.submit(block, cap, out);
         }
         let frame_end = RECORD_LEN + self.cfg.frame_size;
