@@ -701,17 +701,6 @@ mod tests {
         let sizes = vec![64, bs, bs, bs + 5, 10, bs, bs + bs / 8 + 1, 100];
         let input = text(sizes.iter().sum());
         let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        struct Collect(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl zpipe_core::pipeline::Sink for Collect {
-            fn write_block(
-                &mut self,
-                b: Block,
-                _: &zpipe_core::cancel::Cancel,
-            ) -> anyhow::Result<()> {
-                self.0.lock().unwrap().extend_from_slice(b.data());
-                Ok(())
-            }
-        }
         let pcfg = zpipe_core::pipeline::PipelineConfig {
             block_size: 2 * bs,
             blocks: 4,
@@ -722,7 +711,7 @@ mod tests {
             &pcfg,
             Box::new(Sizes(sizes, input.clone())),
             vec![Box::new(CompressStage::new(cfg(bs)).unwrap())],
-            Box::new(Collect(out.clone())),
+            Box::new(crate::mem::VecSink(out.clone())),
             &zpipe_core::cancel::Cancel::new(),
         )
         .unwrap();

@@ -308,10 +308,9 @@ pub fn run(matches: clap::ArgMatches) -> anyhow::Result<Exit> {
             ));
         }
         let dcfg = args.decompress_config();
-        let max_frame = usize::try_from(dcfg.region_limit()).unwrap_or(usize::MAX);
         let source = Box::new(
             FdSource::new(open_input(args.file.as_deref())?)
-                .with_framing(Box::new(SizeFrames { max_frame })),
+                .with_framing(Box::new(SizeFrames::for_config(&dcfg))),
         );
         let blocks = dcfg.window() + DECOMPRESS_SPARE_BLOCKS;
         let stage = DecompressStage::new(dcfg)?;

@@ -30,7 +30,8 @@ impl Source for SliceSource {
     }
 }
 
-struct VecSink(Arc<Mutex<Vec<u8>>>);
+/// A sink collecting every byte into a shared vector.
+pub(crate) struct VecSink(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Sink for VecSink {
     fn write_block(&mut self, block: Block, _cancel: &Cancel) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! without size frames is read in plain blocks of the pool's size.
 
 use crate::format::{self, SIZE_FRAME_LEN};
+use crate::DecompressConfig;
 use zpipe_core::pipeline::Framing;
 
 /// [`Framing`] by pzstd size frames: a unit is a size frame and the frame
@@ -12,6 +13,16 @@ use zpipe_core::pipeline::Framing;
 pub struct SizeFrames {
     /// Largest announced frame read into one block.
     pub max_frame: usize,
+}
+
+impl SizeFrames {
+    /// Units of the frames `cfg`'s decompressor decodes whole (up to its
+    /// region limit).
+    pub fn for_config(cfg: &DecompressConfig) -> Self {
+        SizeFrames {
+            max_frame: usize::try_from(cfg.region_limit()).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl Framing for SizeFrames {

@@ -76,10 +76,8 @@ impl PoolInner {
     /// A new buffer with room for its alignment pad, headroom and a block.
     /// The pad depends on where the allocator puts the buffer, known only
     /// after allocating: allocate room for any pad, then give back what
-    /// this one does not need (allocators shrink in place), so the capacity
-    /// is exactly pad + headroom + block and reads fill it without
-    /// zero-filling (see [`fdio::read_some_into`](crate::fdio::read_some_into)).
-    /// Should the allocator move it, [`PoolInner::data_start`] still finds
+    /// this one does not need (allocators shrink in place), so a block
+    /// costs pad + headroom + block and no more. Should the allocator move it, [`PoolInner::data_start`] still finds
     /// the pad or, without room for it, uses the buffer unaligned: slower
     /// copies, same bytes.
     fn allocate(&self) -> Vec<u8> {
@@ -469,8 +467,8 @@ mod tests {
                 .unwrap();
             assert_eq!((n, b.data().as_ptr() as usize), (5000, at));
             assert!(b.data().iter().all(|&x| x == 7));
-            // The capacity is exactly pad + headroom + block: reads fill
-            // spare capacity, never a zero-filled window.
+            // The capacity is exactly pad + headroom + block: the unused
+            // part of the room for any pad was given back.
             let front = b.headroom();
             assert_eq!(b.vec_mut().capacity(), front + (1 << 20));
         }

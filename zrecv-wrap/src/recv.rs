@@ -368,8 +368,8 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
     let mut source = FdSource::new(input).with_prefix(prefix);
     match outer {
         Kind::Zstd => {
-            let max_frame = usize::try_from(decompress.region_limit()).unwrap_or(usize::MAX);
-            source = source.with_framing(Box::new(zpipe_compress::SizeFrames { max_frame }));
+            let framing = zpipe_compress::SizeFrames::for_config(&decompress);
+            source = source.with_framing(Box::new(framing));
         }
         Kind::Framed => {
             source = source.with_framing(Box::new(zpipe_verify::RecordFraming::default()))
