@@ -19,6 +19,8 @@
 //!   `zfs` that sends one.
 //! - [`faults`]: seeded stream damage, a recording `zfs`, process-tree
 //!   listing and RSS sampling for the fault-injection tests.
+//! - [`watchdog`]: a time limit per test on the real parts; a hang ends the
+//!   run with what every process was doing instead of a silent timeout.
 //! - The requirement policy ([`require!`], [`require()`]): a test that needs
 //!   root, zfs-fuse, sshd, namespaces or `man` *skips* with a `SKIP <test>:
 //!   <why>` line on a developer box where those are missing, and *fails*
@@ -48,6 +50,7 @@ pub mod need;
 pub mod netns;
 pub mod sshd;
 pub mod stream;
+pub mod watchdog;
 pub mod zfs;
 
 pub use bins::{bin, bin_dir, ensure_bins_built, path_with};

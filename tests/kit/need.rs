@@ -130,10 +130,13 @@ pub fn require(needs: &[Need]) -> bool {
 
 /// Returns early from the calling test unless every named need is met:
 /// `require!(zfs)`, `require!(zfs, sshd)`, `require!(netns)`, `require!(man)`,
-/// `require!(root)`. See [`require()`] for the skip/fail policy.
+/// `require!(root)`. See [`require()`] for the skip/fail policy. It also
+/// arms a [`Watchdog`](crate::watchdog::Watchdog) for the rest of the
+/// test, so a test on the real parts that hangs fails with a process dump.
 #[macro_export]
 macro_rules! require {
     ($($need:ident),+ $(,)?) => {
+        let _watchdog = $crate::watchdog::Watchdog::arm(&$crate::need::current_test());
         if !$crate::require(&[$($crate::__need!($need)),+]) {
             return;
         }

@@ -4,9 +4,10 @@
 //! - The daemon is shared by the whole machine. [`ensure_daemon`] starts
 //!   `zfs-fuse --no-daemon` (detached in its own process group, log in
 //!   [`DAEMON_LOG`]) only when no `zfs-fuse` process runs, and waits until
-//!   `zpool list` answers. It is never stopped by the kit: other test
-//!   processes may use it at the same time.
-//! - A [`Pool`] lives on a sparse file in its own temp dir and is mounted
+//!   `zpool list` answers. It is replaced only when it has aged and no
+//!   pool at all is imported ([`renew_aged_daemon`]): zfs-fuse stops
+//!   answering new mounts after some hundreds of pools.
+//! - A [`Pool`] lives on a preallocated file in its own temp dir and is mounted
 //!   under that dir. Its name is `zpipetest-<pid>-<counter>`, unique across
 //!   threads and processes. Dropping it (also while a test panics) runs
 //!   `zpool destroy -f`, retried while the pool is busy. Before the first
@@ -153,30 +154,7 @@ pub fn ensure_daemon() -> anyhow::Result<()> {
 fn start_daemon() -> anyhow::Result<()> {
     let _lock = MachineLock::take()?;
     if !daemon_process_running() {
-        use std::os::unix::process::CommandExt;
-        // zfs-fuse exits at once, silently, without its lock directory.
-        std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
-        let log = File::create(DAEMON_LOG).with_context(|| format!("creating {DAEMON_LOG}"))?;
-        let mut child = Command::new(program("zfs-fuse"))
-            .arg("--no-daemon")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("spawning zfs-fuse --no-daemon")?;
-        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
-        while !daemon_answers() {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(DAEMON_LOG).unwrap_or_default();
-                bail!("zfs-fuse exited at start ({status}): {}", log.trim());
-            }
-            if Instant::now() > deadline {
-                bail!("zfs-fuse started but `zpool list` did not answer within {DAEMON_START_TIMEOUT:?}");
-            }
-            std::thread::sleep(POLL);
-        }
-        return Ok(());
+        return spawn_daemon();
     }
     let deadline = Instant::now() + DAEMON_START_TIMEOUT;
     while !daemon_answers() {
@@ -186,6 +164,161 @@ fn start_daemon() -> anyhow::Result<()> {
         std::thread::sleep(POLL);
     }
     Ok(())
+}
+
+/// Starts `zfs-fuse --no-daemon` and waits until it answers; the caller
+/// holds the [`MachineLock`].
+fn spawn_daemon() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // zfs-fuse exits at once, silently, without its lock directory.
+    std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+    let log = File::create(DAEMON_LOG).with_context(|| format!("creating {DAEMON_LOG}"))?;
+    let mut child = Command::new(program("zfs-fuse"))
+        .arg("--no-daemon")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("spawning zfs-fuse --no-daemon")?;
+    let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+    while !daemon_answers() {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(DAEMON_LOG).unwrap_or_default();
+            bail!("zfs-fuse exited at start ({status}): {}", log.trim());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "zfs-fuse started but `zpool list` did not answer within {DAEMON_START_TIMEOUT:?}"
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// Threads above which an idle daemon is replaced (see [`renew_aged_daemon`]).
+pub const DAEMON_MAX_THREADS: usize = 250;
+
+/// Live (not zombie) `zfs-fuse` processes.
+pub fn daemon_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| crate::faults::comm(p) == "zfs-fuse" && crate::faults::live(p))
+        .collect()
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Replaces an aged zfs-fuse daemon that nobody uses; returns whether it did.
+///
+/// zfs-fuse 0.7 runs some 57 threads for each imported pool. With pools
+/// piling up (left-overs it refused to destroy, "pool is busy", whose test
+/// processes are gone) it has been seen here to stop answering
+/// new mounts: a `zfs create` then waits in the kernel for a FUSE reply
+/// forever (at 570 threads; likely what hung a CI run). So before the
+/// first pool of a test process,
+/// when it has more than [`DAEMON_MAX_THREADS`] threads and no live process
+/// uses it, the daemon is stopped (SIGTERM, then SIGKILL), its leftover
+/// FUSE mounts are detached, and a fresh daemon is started. Pools left by
+/// dead kit processes do not count as use: they come back with the new
+/// daemon and are swept then.
+pub fn renew_aged_daemon() -> anyhow::Result<bool> {
+    renew_daemon_above(DAEMON_MAX_THREADS)
+}
+
+/// [`renew_aged_daemon`] with its thread limit given.
+pub fn renew_daemon_above(max_threads: usize) -> anyhow::Result<bool> {
+    let renewed = {
+        let _lock = MachineLock::take()?;
+        let pids = daemon_pids();
+        let aged = pids.iter().any(|&p| thread_count(p) > max_threads);
+        // Only left-overs of dead kit processes may be imported: those
+        // come back with the new daemon and are swept then.
+        let in_use = pools()
+            .iter()
+            .any(|p| crate::owner_pid(POOL_PREFIX, p).is_none_or(crate::pid_alive));
+        aged && !in_use && {
+            replace_daemon(&pids)?;
+            true
+        }
+    };
+    if renewed {
+        sweep_stale_pools();
+    }
+    Ok(renewed)
+}
+
+/// Stops the daemons `pids`, detaches their mounts, starts a fresh one;
+/// the caller holds the [`MachineLock`].
+fn replace_daemon(pids: &[u32]) -> anyhow::Result<()> {
+    for (signal, wait) in [
+        (rustix::process::Signal::TERM, Duration::from_secs(10)),
+        (rustix::process::Signal::KILL, Duration::from_secs(5)),
+    ] {
+        for &p in pids {
+            crate::faults::signal(p, signal);
+        }
+        if crate::faults::wait_until(wait, || pids.iter().all(|&p| !crate::faults::live(p))) {
+            break;
+        }
+    }
+    if pids.iter().any(|&p| crate::faults::live(p)) {
+        bail!("the aged zfs-fuse daemon (pids {pids:?}) does not stop");
+    }
+    for m in leftover_fuse_mounts() {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    spawn_daemon()
+}
+
+/// Mount points of zfs-fuse's file systems (and its kstat mount).
+pub fn leftover_fuse_mounts() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (_, point, kind) = (w.next()?, w.next()?, w.next()?);
+            let point = unescape_mount(point);
+            (kind == "fuse.zfs" || (kind == "fuse" && point == Path::new("/zfs-kstat")))
+                .then_some(point)
+        })
+        .collect()
+}
+
+/// Undoes /proc/mounts' octal escapes (`\040` for a space).
+pub fn unescape_mount(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Names of all imported pools.
@@ -253,6 +386,30 @@ pub fn sweep_stale_pools() -> Vec<String> {
     swept
 }
 
+/// Creates `image` with `bytes` allocated on disk; a failure says how much
+/// space the disk has left.
+pub fn reserve_image(image: &Path, bytes: u64) -> anyhow::Result<()> {
+    use rustix::fs::{fallocate, statvfs, FallocateFlags};
+    let file = File::create(image).with_context(|| format!("creating {}", image.display()))?;
+    match fallocate(&file, FallocateFlags::empty(), 0, bytes) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) => {
+            let free = statvfs(image).map_or(0, |s| s.f_bavail * s.f_frsize);
+            bail!(
+                "not enough disk for a {} MiB test pool at {}: {} MiB free (free some space)",
+                bytes >> 20,
+                image.display(),
+                free >> 20
+            )
+        }
+        // A file system without fallocate: a sparse image, as before.
+        Err(rustix::io::Errno::OPNOTSUPP) => file
+            .set_len(bytes)
+            .with_context(|| format!("creating {}", image.display())),
+        Err(e) => Err(e).with_context(|| format!("allocating {}", image.display())),
+    }
+}
+
 /// A file-backed zfs-fuse pool that is destroyed on drop.
 #[derive(Debug)]
 pub struct Pool {
@@ -268,12 +425,19 @@ impl Pool {
         Self::create_sized(POOL_FILE_SIZE)
     }
 
-    /// Creates a pool on a sparse file of `bytes` (zfs-fuse wants ≥ 64 MiB).
+    /// Creates a pool on a file of `bytes` (zfs-fuse wants ≥ 64 MiB). The
+    /// file's blocks are reserved up front (fallocate): a disk too full
+    /// for the pool fails here, with the free space named, instead of
+    /// suspending the pool mid-test (a zfs-fuse pool whose image cannot
+    /// grow blocks every writer forever).
     pub fn create_sized(bytes: u64) -> anyhow::Result<Pool> {
         static SWEPT: OnceLock<()> = OnceLock::new();
         ensure_daemon()?;
         SWEPT.get_or_init(|| {
             sweep_stale_pools();
+            if let Err(e) = renew_aged_daemon() {
+                eprintln!("zpipe-tests: {e:#}");
+            }
         });
         let dir = tempfile::Builder::new()
             .prefix("zpipetest-pool-")
@@ -281,9 +445,7 @@ impl Pool {
             .context("creating the pool's temp dir")?;
         let image = dir.path().join("pool.img");
         let mountpoint = dir.path().join("mnt");
-        File::create(&image)
-            .and_then(|f| f.set_len(bytes))
-            .with_context(|| format!("creating {}", image.display()))?;
+        reserve_image(&image, bytes)?;
         let name = crate::unique_name(POOL_PREFIX);
         let out = {
             let _lock = MachineLock::take()?;

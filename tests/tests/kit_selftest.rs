@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 use zpipe_tests::{bin_dir, netns, require, run_ok, zfs, Netns, Pool, Sshd};
 
 /// Env var that makes [`child_panics_holding_a_pool`] do its work.
@@ -18,6 +19,7 @@ fn pool_exists(name: &str) -> bool {
 #[test]
 fn pool_is_destroyed_when_its_test_panics() {
     require!(zfs);
+    let _shared = shared_daemon();
     let seen: Mutex<Option<(String, PathBuf)>> = Mutex::new(None);
     let result = std::panic::catch_unwind(|| {
         let pool = Pool::create().unwrap();
@@ -47,6 +49,7 @@ fn child_panics_holding_a_pool() {
 #[test]
 fn pool_is_destroyed_when_a_test_process_fails() {
     require!(zfs);
+    let _shared = shared_daemon();
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("name");
     let out = Command::new(std::env::current_exe().unwrap())
@@ -64,9 +67,128 @@ fn pool_is_destroyed_when_a_test_process_fails() {
     );
 }
 
+/// Env var that makes [`child_hangs_past_its_watchdog`] do its work.
+const HANG_ENV: &str = "ZPIPE_KIT_SELFTEST_HANG";
+
+/// Run only as a child of [`a_hanging_test_is_ended_with_a_process_dump`]:
+/// starts a long `sleep`, reports its pid, and hangs past a 1 s watchdog.
+#[test]
+#[ignore = "run as a child process by a_hanging_test_is_ended_with_a_process_dump"]
+fn child_hangs_past_its_watchdog() {
+    let Some(report) = std::env::var_os(HANG_ENV) else {
+        return;
+    };
+    let _w = zpipe_tests::watchdog::Watchdog::arm_for("hang", Duration::from_secs(1));
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    std::fs::write(report, sleeper.id().to_string()).unwrap();
+    let _ = sleeper.wait();
+}
+
+#[test]
+fn a_hanging_test_is_ended_with_a_process_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("pid");
+    let start = std::time::Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_hangs_past_its_watchdog"])
+        .args(["--test-threads", "1"])
+        .env(HANG_ENV, &report)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(zpipe_tests::watchdog::EXIT_TIMEOUT),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(
+        err.contains("WATCHDOG hang: still running after 1 s"),
+        "{err}"
+    );
+    assert!(err.contains("sleep 300"), "the dump names the child: {err}");
+    assert!(
+        err.contains("state S"),
+        "the dump shows thread states: {err}"
+    );
+    let pid: u32 = std::fs::read_to_string(&report).unwrap().parse().unwrap();
+    assert!(
+        zpipe_tests::faults::wait_until(Duration::from_secs(5), || {
+            !zpipe_tests::faults::live(pid)
+        }),
+        "the hanging test's child {pid} was not killed"
+    );
+}
+
+/// Tests on zfs take it shared; renewing the daemon takes it alone, so no
+/// pool of this process lives while the daemon is replaced.
+static DAEMON_USERS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_daemon() -> std::sync::RwLockReadGuard<'static, ()> {
+    DAEMON_USERS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn an_aged_idle_daemon_is_replaced_and_works() {
+    require!(zfs);
+    let _alone = DAEMON_USERS.write().unwrap_or_else(|e| e.into_inner());
+    zfs::sweep_stale_pools();
+    let before = zfs::daemon_pids();
+    assert!(
+        zfs::renew_daemon_above(0).unwrap(),
+        "nothing imported: renewed"
+    );
+    let after = zfs::daemon_pids();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!before.contains(&after[0]), "{before:?} -> {after:?}");
+    assert!(zfs::leftover_fuse_mounts()
+        .iter()
+        .all(|m| m.as_os_str() == "/zfs-kstat"));
+    let pool = Pool::create().unwrap();
+    let ds = pool.create_dataset("a b");
+    pool.write_file(&ds, "f", b"fresh");
+    assert_eq!(pool.read_file(&ds, "f"), b"fresh");
+    // A daemon in use is never replaced.
+    assert!(!zfs::renew_daemon_above(0).unwrap());
+    assert_eq!(zfs::daemon_pids(), after);
+}
+
+#[test]
+fn mount_points_are_unescaped() {
+    assert_eq!(
+        zfs::unescape_mount("/tmp/a\\040b\\011c\\134d"),
+        PathBuf::from("/tmp/a b\tc\\d")
+    );
+    assert_eq!(zfs::unescape_mount("/x\\9"), PathBuf::from("/x\\9"));
+}
+
+#[test]
+fn a_pool_image_too_big_for_the_disk_is_refused_up_front() {
+    require!(root);
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&mnt),
+    );
+    let fits = zfs::reserve_image(&mnt.join("fits.img"), 16 << 20);
+    let too_big = zfs::reserve_image(&mnt.join("big.img"), 256 << 20);
+    let _ = Command::new("umount").arg(&mnt).status();
+    fits.unwrap();
+    let err = format!("{:#}", too_big.unwrap_err());
+    assert!(
+        err.contains("not enough disk for a 256 MiB test pool"),
+        "{err}"
+    );
+    assert!(err.contains("MiB free"), "{err}");
+}
+
 #[test]
 fn pool_names_are_unique_and_pools_work_in_parallel() {
     require!(zfs);
+    let _shared = shared_daemon();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             std::thread::spawn(move || {
@@ -101,6 +223,7 @@ fn pool_names_are_unique_and_pools_work_in_parallel() {
 #[test]
 fn relative_and_full_dataset_names_agree() {
     require!(zfs);
+    let _shared = shared_daemon();
     let pool = Pool::create().unwrap();
     let full = pool.create_dataset("a/b c");
     assert_eq!(full, format!("{}/a/b c", pool.name()));
@@ -143,6 +266,7 @@ fn orphan_pool(owner_pid: u32, tag: &str) -> (String, tempfile::TempDir) {
 #[test]
 fn stale_pools_are_swept() {
     require!(zfs);
+    let _shared = shared_daemon();
     // Above the kernel's pid_max: never a live process.
     const DEAD_PID: u32 = 999_999_999;
     let (dead_owner, _keep) = orphan_pool(DEAD_PID, "orphan");
