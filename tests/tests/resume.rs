@@ -4,31 +4,16 @@
 //! send is killed half-way; the partial receive publishes a resume token;
 //! `zsend-wrap -t TOKEN` completes it; the result is identical to the source.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use zpipe_tests::data::noise;
-use zpipe_tests::{bin, require, shell_join, Pool, Sshd};
+use zpipe_tests::faults::{children, comm, ssh_option_line, standin_command, standin_token};
+use zpipe_tests::{bin, require, Pool, Sshd};
 
 /// Size of the dataset's payload.
 const PAYLOAD: usize = 500 << 20;
 /// Pools big enough for the payload plus partial state.
 const POOL_BYTES: u64 = 2 << 30;
-
-/// The stand-in zfs with its own state directory, as one `--zfs` value.
-fn standin(state: &Path) -> String {
-    shell_join(&[
-        "env".to_string(),
-        format!("ZPIPE_STANDIN_STATE={}", state.display()),
-        bin("zfs-standin").display().to_string(),
-    ])
-}
-
-fn ssh_command(sshd: &Sshd) -> String {
-    let mut argv = vec!["ssh".to_string()];
-    argv.extend(sshd.ssh_options());
-    shell_join(&argv)
-}
 
 fn send_cmd(sshd: &Sshd, zfs: &str, target: &str, send: &[&str]) -> Command {
     let mut c = Command::new(bin("zsend-wrap"));
@@ -38,7 +23,7 @@ fn send_cmd(sshd: &Sshd, zfs: &str, target: &str, send: &[&str]) -> Command {
         "--zfs",
         zfs,
         "--ssh",
-        &ssh_command(sshd),
+        &ssh_option_line(sshd),
     ])
     .arg("--remote-zrecv")
     .arg(bin("zrecv-wrap"))
@@ -50,26 +35,6 @@ fn send_cmd(sshd: &Sshd, zfs: &str, target: &str, send: &[&str]) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     c
-}
-
-/// Child pids of `pid` (all threads).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|w| w.parse::<u32>().ok()));
-            }
-        }
-    }
-    out
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn text(o: &Output) -> String {
@@ -84,7 +49,7 @@ fn ssh_killed_half_way_then_resume_completes_identically() {
     let sshd = Sshd::start().unwrap();
     let state = dst.dir().join("standin-state");
     std::fs::create_dir_all(&state).unwrap();
-    let zfs = standin(&state);
+    let zfs = standin_command(&state);
 
     let ds = src.create_dataset("big data");
     let payload = noise(1, PAYLOAD);
@@ -150,14 +115,7 @@ fn ssh_killed_half_way_then_resume_completes_identically() {
 
     // The receiving side winds down on its own after losing its sender;
     // then its partial receive shows a token in OpenZFS's format.
-    let token_of = || {
-        let get = Command::new(bin("zfs-standin"))
-            .env("ZPIPE_STANDIN_STATE", &state)
-            .args(["get", "-H", "-o", "value", "receive_resume_token", &target])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&get.stdout).trim().to_string()
-    };
+    let token_of = || standin_token(&state, &target);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut token = token_of();
     while !token.starts_with("1-") && Instant::now() < deadline {
@@ -191,12 +149,7 @@ fn ssh_killed_half_way_then_resume_completes_identically() {
         dst.read_file(&target, "payload.bin") == payload,
         "data differs after resume"
     );
-    let get = Command::new(bin("zfs-standin"))
-        .env("ZPIPE_STANDIN_STATE", &state)
-        .args(["get", "-H", "-o", "value", "receive_resume_token", &target])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "-");
+    assert_eq!(standin_token(&state, &target), "-");
 }
 
 #[test]
@@ -207,7 +160,7 @@ fn stale_token_is_refused_with_advice_and_abort_partial_clears_it() {
     let sshd = Sshd::start().unwrap();
     let state = dst.dir().join("standin-state");
     std::fs::create_dir_all(&state).unwrap();
-    let zfs = standin(&state);
+    let zfs = standin_command(&state);
     let ds = src.create_dataset("data");
     src.write_file(&ds, "f", &noise(1, 20 << 20));
     let snap = src.snapshot(&format!("{ds}@s1"));
