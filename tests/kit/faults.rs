@@ -258,18 +258,51 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// The scheduler state letter of `pid` or of a thread id (`R`, `S`, `D`,
+/// `Z`, …; empty when it is gone).
+pub fn state(pid: u32) -> String {
+    stat_fields(pid)
+        .and_then(|f| f.into_iter().next())
+        .unwrap_or_default()
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn live(pid: u32) -> bool {
-    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z" && s != "X"))
+    !matches!(state(pid).as_str(), "" | "Z" | "X")
+}
+
+/// The numeric entries of `dir` (`/proc`: every process; `/proc/PID/task`:
+/// its threads), sorted.
+fn numeric_entries(dir: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Every process whose command name is `name` (zombies included), what
+/// `pgrep -x NAME` lists.
+pub fn pids_named(name: &str) -> Vec<u32> {
+    numeric_entries("/proc")
+        .into_iter()
+        .filter(|&p| comm(p) == name)
+        .collect()
+}
+
+/// The thread ids of `pid`, sorted (empty when it is gone).
+pub fn threads(pid: u32) -> Vec<u32> {
+    numeric_entries(&format!("/proc/{pid}/task"))
 }
 
 /// Live processes (not zombies) whose process group is `pgid`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    numeric_entries("/proc")
+        .into_iter()
         .filter(|&p| {
             stat_fields(p).is_some_and(|f| {
                 f.first().is_some_and(|s| s != "Z" && s != "X")

@@ -97,7 +97,7 @@ fn fire(test: &str, limit: Duration) -> ! {
     for &p in &procs {
         text.push_str(&describe(p, true));
     }
-    for p in pids_named("zfs-fuse") {
+    for p in crate::faults::pids_named("zfs-fuse") {
         text.push_str(&summarize(p));
     }
     let _ = std::io::stderr().write_all(text.as_bytes());
@@ -123,34 +123,16 @@ pub fn describe(pid: u32, stacks: bool) -> String {
         "  pid {pid} (parent {}): {args}\n",
         crate::faults::parent(pid)
     );
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return s;
-    };
-    let mut tids: Vec<u32> = tasks
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    for tid in tids {
-        let dir = format!("/proc/{pid}/task/{tid}");
-        let read = |f: &str| {
-            std::fs::read_to_string(format!("{dir}/{f}"))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
-        let state = read("stat")
-            .rsplit_once(") ")
-            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
-            .unwrap_or_default();
+    for tid in crate::faults::threads(pid) {
+        let (state, wchan) = thread_wait(tid);
         let _ = writeln!(
             s,
-            "    tid {tid} {:?} state {state} wchan {}",
-            read("comm"),
-            read("wchan")
+            "    tid {tid} {:?} state {state} wchan {wchan}",
+            crate::faults::comm(tid)
         );
         if stacks {
-            for line in read("stack").lines().take(8) {
+            let stack = std::fs::read_to_string(format!("/proc/{tid}/stack")).unwrap_or_default();
+            for line in stack.lines().take(8) {
                 let _ = writeln!(s, "      {line}");
             }
         }
@@ -158,31 +140,28 @@ pub fn describe(pid: u32, stacks: bool) -> String {
     s
 }
 
+/// A thread's scheduler state and the kernel function it waits in.
+fn thread_wait(tid: u32) -> (String, String) {
+    let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
+    (crate::faults::state(tid), wchan.trim().to_string())
+}
+
 /// A many-threaded daemon in one line: its threads counted by state and
 /// wait channel.
 pub fn summarize(pid: u32) -> String {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for line in describe(pid, false).lines().skip(1) {
-        if let Some((_, rest)) = line.split_once("\" state ") {
-            *counts.entry(rest.to_string()).or_default() += 1;
-        }
+    let mut counts = std::collections::BTreeMap::<(String, String), usize>::new();
+    for tid in crate::faults::threads(pid) {
+        *counts.entry(thread_wait(tid)).or_default() += 1;
     }
-    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n}x {k}")).collect();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|((state, wchan), n)| format!("{n}x {state} wchan {wchan}"))
+        .collect();
     format!(
         "  pid {pid} ({}): threads {}\n",
         crate::faults::comm(pid),
         parts.join(", ")
     )
-}
-
-fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| crate::faults::comm(p) == name)
-        .collect()
 }
 
 #[cfg(test)]

@@ -118,17 +118,7 @@ impl MachineLock {
 
 /// Whether a process named `zfs-fuse` runs (what `pgrep -x zfs-fuse` says).
 pub fn daemon_process_running() -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        e.file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            && std::fs::read_to_string(e.path().join("comm"))
-                .is_ok_and(|c| c.trim_end() == "zfs-fuse")
-    })
+    !crate::faults::pids_named("zfs-fuse").is_empty()
 }
 
 fn daemon_answers() -> bool {
@@ -202,30 +192,20 @@ pub const DAEMON_MAX_THREADS: usize = 250;
 
 /// Live (not zombie) `zfs-fuse` processes.
 pub fn daemon_pids() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| crate::faults::comm(p) == "zfs-fuse" && crate::faults::live(p))
-        .collect()
-}
-
-fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+    let mut pids = crate::faults::pids_named("zfs-fuse");
+    pids.retain(|&p| crate::faults::live(p));
+    pids
 }
 
 /// Replaces an aged zfs-fuse daemon that nobody uses; returns whether it did.
 ///
 /// zfs-fuse 0.7 runs some 57 threads for each imported pool. With pools
 /// piling up (left-overs it refused to destroy, "pool is busy", whose test
-/// processes are gone) it has been seen here to stop answering
-/// new mounts: a `zfs create` then waits in the kernel for a FUSE reply
-/// forever (at 570 threads; likely what hung a CI run). So before the
-/// first pool of a test process,
-/// when it has more than [`DAEMON_MAX_THREADS`] threads and no live process
-/// uses it, the daemon is stopped (SIGTERM, then SIGKILL), its leftover
+/// processes are gone) it has been seen here to stop answering new mounts:
+/// a `zfs create` then waits in the kernel for a FUSE reply forever (at
+/// 570 threads; likely what hung a CI run). So before the first pool of a
+/// test process, when it has more than [`DAEMON_MAX_THREADS`] threads and
+/// no live process uses it, the daemon is stopped (SIGTERM, then SIGKILL), its leftover
 /// FUSE mounts are detached, and a fresh daemon is started. Pools left by
 /// dead kit processes do not count as use: they come back with the new
 /// daemon and are swept then.
@@ -238,16 +218,18 @@ pub fn renew_daemon_above(max_threads: usize) -> anyhow::Result<bool> {
     let renewed = {
         let _lock = MachineLock::take()?;
         let pids = daemon_pids();
-        let aged = pids.iter().any(|&p| thread_count(p) > max_threads);
+        let aged = pids
+            .iter()
+            .any(|&p| crate::faults::threads(p).len() > max_threads);
         // Only left-overs of dead kit processes may be imported: those
         // come back with the new daemon and are swept then.
         let in_use = pools()
             .iter()
             .any(|p| crate::owner_pid(POOL_PREFIX, p).is_none_or(crate::pid_alive));
-        aged && !in_use && {
+        if aged && !in_use {
             replace_daemon(&pids)?;
-            true
         }
+        aged && !in_use
     };
     if renewed {
         sweep_stale_pools();

@@ -12,6 +12,17 @@ use zpipe_tests::{bin_dir, netns, require, run_ok, zfs, Netns, Pool, Sshd};
 /// Env var that makes [`child_panics_holding_a_pool`] do its work.
 const CHILD_ENV: &str = "ZPIPE_KIT_SELFTEST_CHILD";
 
+/// Runs the ignored test `name` of this binary alone, in a child process,
+/// with `env` naming the file it reports to.
+fn run_child_test(name: &str, env: &str, report: &std::path::Path) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name])
+        .args(["--test-threads", "1"])
+        .env(env, report)
+        .output()
+        .unwrap()
+}
+
 fn pool_exists(name: &str) -> bool {
     zfs::pools().iter().any(|p| p == name)
 }
@@ -52,12 +63,7 @@ fn pool_is_destroyed_when_a_test_process_fails() {
     let _shared = shared_daemon();
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("name");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_panics_holding_a_pool"])
-        .args(["--test-threads", "1"])
-        .env(CHILD_ENV, &report)
-        .output()
-        .unwrap();
+    let out = run_child_test("child_panics_holding_a_pool", CHILD_ENV, &report);
     assert!(!out.status.success(), "the child test should fail");
     let name = std::fs::read_to_string(&report).expect("child reported its pool");
     assert!(name.starts_with(zfs::POOL_PREFIX), "{name}");
@@ -89,12 +95,7 @@ fn a_hanging_test_is_ended_with_a_process_dump() {
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("pid");
     let start = std::time::Instant::now();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_hangs_past_its_watchdog"])
-        .args(["--test-threads", "1"])
-        .env(HANG_ENV, &report)
-        .output()
-        .unwrap();
+    let out = run_child_test("child_hangs_past_its_watchdog", HANG_ENV, &report);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
