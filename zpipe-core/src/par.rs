@@ -23,6 +23,37 @@ pub struct OrderedPool<I: Send + 'static, O: Send + 'static> {
     handles: Vec<JoinHandle<()>>,
 }
 
+/// A worker's function for one item.
+type One<I, O> = Arc<dyn Fn(I) -> O + Send + Sync>;
+/// A worker's function for two items at once.
+type Two<I, O> = Arc<dyn Fn(I, I) -> (O, O) + Send + Sync>;
+
+/// A worker's loop: one item at a time, or two when a second is already
+/// waiting and `f2` is given; ends when the pool or its results are gone.
+fn work<I, O>(
+    rx: &Receiver<(u64, I)>,
+    tx: &Sender<(u64, O)>,
+    f: &(dyn Fn(I) -> O + Send + Sync),
+    f2: Option<&(dyn Fn(I, I) -> (O, O) + Send + Sync)>,
+) {
+    while let Ok((seq, item)) = rx.recv() {
+        let second = match f2 {
+            Some(f2) => rx.try_recv().ok().map(|next| (f2, next)),
+            None => None,
+        };
+        let sent = match second {
+            Some((f2, (seq2, item2))) => {
+                let (a, b) = f2(item, item2);
+                tx.send((seq, a)).and_then(|()| tx.send((seq2, b)))
+            }
+            None => tx.send((seq, f(item))),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
 /// The number of worker threads to use for `requested` (0 = all cores).
 pub fn workers_for(requested: usize) -> usize {
     if requested > 0 {
@@ -38,25 +69,33 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
     where
         F: Fn(I) -> O + Send + Sync + 'static,
     {
+        Self::start(workers, window, Arc::new(f), None)
+    }
+
+    /// Like [`new`](Self::new), but a worker that finds a second item
+    /// waiting takes both and runs `f2` on the pair (for work such as
+    /// hashing, where two independent items cost little more than one).
+    pub fn new_paired<F, F2>(workers: usize, window: usize, f: F, f2: F2) -> Self
+    where
+        F: Fn(I) -> O + Send + Sync + 'static,
+        F2: Fn(I, I) -> (O, O) + Send + Sync + 'static,
+    {
+        Self::start(workers, window, Arc::new(f), Some(Arc::new(f2)))
+    }
+
+    fn start(workers: usize, window: usize, f: One<I, O>, f2: Option<Two<I, O>>) -> Self {
         let workers = workers.max(1);
         let window = window.max(workers);
         let (work_tx, work_rx) = bounded::<(u64, I)>(window);
         let (done_tx, done_rx) = bounded::<(u64, O)>(window);
-        let f = Arc::new(f);
         let handles = (0..workers)
             .map(|i| {
                 let rx = work_rx.clone();
                 let tx = done_tx.clone();
-                let f = Arc::clone(&f);
+                let (f, f2) = (Arc::clone(&f), f2.clone());
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || {
-                        for (seq, item) in rx {
-                            if tx.send((seq, f(item))).is_err() {
-                                break;
-                            }
-                        }
-                    })
+                    .spawn(move || work(&rx, &tx, &*f, f2.as_deref()))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -176,6 +215,39 @@ mod tests {
             out.push(o);
         }
         assert_eq!(out, (0..200).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn paired_workers_take_two_waiting_items_and_keep_the_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cancel = Cancel::new();
+        let pairs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&pairs);
+        // One worker, held up by the first item while the rest queue.
+        let mut pool = OrderedPool::new_paired(
+            1,
+            8,
+            |x: u64| {
+                if x == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                x * 2
+            },
+            move |a: u64, b: u64| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                (a * 2, b * 2)
+            },
+        );
+        for i in 0..8u64 {
+            pool.submit(i, &cancel).unwrap();
+        }
+        let mut out = Vec::new();
+        while let Some(o) = pool.next(&cancel).unwrap() {
+            out.push(o);
+        }
+        assert_eq!(out, (0..8).map(|i| i * 2).collect::<Vec<_>>());
+        // 1..=7 were waiting when 0 finished: at least three pairs.
+        assert!(pairs.load(Ordering::Relaxed) >= 3, "{pairs:?}");
     }
 
     #[test]

@@ -39,10 +39,18 @@ impl<B: PayloadBuf> Checker<B> {
         let workers = cfg.worker_count();
         let window = cfg.window(frame_len);
         Checker {
-            pool: OrderedPool::new(workers, window, |f: Frame<B>| {
-                let ok = f.verify();
-                (f, ok)
-            }),
+            pool: OrderedPool::new_paired(
+                workers,
+                window,
+                |f: Frame<B>| {
+                    let ok = f.verify();
+                    (f, ok)
+                },
+                |a: Frame<B>, b: Frame<B>| {
+                    let (oa, ob) = Frame::verify_pair(&a, &b);
+                    ((a, oa), (b, ob))
+                },
+            ),
             held: None,
         }
     }

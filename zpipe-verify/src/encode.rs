@@ -12,6 +12,7 @@
 use crate::format::{
     self, DataHeader, Digest, Header, Record, StreamDigest, RECORD_LEN, SHA256_LEN,
 };
+use crate::sha2x;
 use crate::zfs::Follower;
 use crate::VerifyConfig;
 use anyhow::Context;
@@ -155,12 +156,16 @@ impl<W: Write> Encoder<W> {
         cfg.validate()?;
         let state = FrameState::new(cfg);
         out.write_all(&state.header).context("writing output")?;
-        let pool = OrderedPool::new(
+        let pool = OrderedPool::new_paired(
             cfg.worker_count(),
             cfg.window(cfg.frame_size),
             |b: EncBuf| {
                 let sha = format::sha256(b.payload());
                 (b, sha)
+            },
+            |a: EncBuf, b: EncBuf| {
+                let (sa, sb) = sha2x::pair(a.payload(), b.payload());
+                ((a, sa), (b, sb))
             },
         );
         Ok(Encoder {
@@ -390,10 +395,18 @@ impl EncodeStage {
     pub fn new(mut cfg: VerifyConfig) -> (EncodeStage, AbortHandle) {
         cfg.frame_size = cfg.frame_size.clamp(1, format::MAX_FRAME_LEN);
         let window = cfg.window(cfg.frame_size);
-        let hasher = OrderedPool::new(cfg.worker_count(), window, |b: Block| {
-            let sha = format::sha256(&b.data()[RECORD_LEN..]);
-            (b, sha)
-        });
+        let hasher = OrderedPool::new_paired(
+            cfg.worker_count(),
+            window,
+            |b: Block| {
+                let sha = format::sha256(&b.data()[RECORD_LEN..]);
+                (b, sha)
+            },
+            |a: Block, b: Block| {
+                let (sa, sb) = sha2x::pair(&a.data()[RECORD_LEN..], &b.data()[RECORD_LEN..]);
+                ((a, sa), (b, sb))
+            },
+        );
         let pool = BlockPool::new(RECORD_LEN + cfg.frame_size, window + STAGE_EXTRA_BLOCKS);
         let handle = AbortHandle::default();
         let stage = EncodeStage {

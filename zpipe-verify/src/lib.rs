@@ -16,6 +16,7 @@ mod decode;
 mod encode;
 pub mod format;
 mod parser;
+pub mod sha2x;
 pub mod zfs;
 
 pub use cli::{command, run};

@@ -93,6 +93,12 @@ impl<B: PayloadBuf> Frame<B> {
         format::sha256(self.buf.payload()) == self.sha
     }
 
+    /// [`verify`](Self::verify) of two frames, hashed together.
+    pub fn verify_pair(a: &Self, b: &Self) -> (bool, bool) {
+        let (ha, hb) = crate::sha2x::pair(a.buf.payload(), b.buf.payload());
+        (ha == a.sha, hb == b.sha)
+    }
+
     /// The error for a frame whose payload did not verify.
     pub fn mismatch(&self) -> anyhow::Error {
         integrity(format!(

@@ -730,3 +730,29 @@ fn one_frame_blocks_are_checked_in_place_and_damage_is_still_caught() {
     assert!(format!("{:#}", r.unwrap_err()).contains("truncated"));
     assert_eq!(out, prefix(&input, fs, 4));
 }
+
+#[test]
+fn frames_hashed_as_a_pair_are_judged_each_on_its_own() {
+    use crate::parser::{Frame, FrameBuf, PayloadBuf};
+    let frame = |seq: u64, payload: &[u8], damage: bool| {
+        let mut buf = FrameBuf::default();
+        buf.start(payload.len());
+        buf.append(payload);
+        let mut sha = format::sha256(payload);
+        if damage {
+            sha[seq as usize % 32] ^= 1;
+        }
+        Frame {
+            seq,
+            at: 0,
+            sha,
+            buf,
+        }
+    };
+    let (a, b) = (vec![7u8; 5000], vec![9u8; 70_000]);
+    for (da, db) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (fa, fb) = (frame(0, &a, da), frame(1, &b, db));
+        assert_eq!(Frame::verify_pair(&fa, &fb), (!da, !db));
+        assert_eq!((fa.verify(), fb.verify()), (!da, !db));
+    }
+}
