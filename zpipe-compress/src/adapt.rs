@@ -27,9 +27,15 @@
 //!   from; otherwise the controller goes back, and does not try that level
 //!   again while its rate is fresh ([`STALE_AFTER`]).
 //!
+//! Trying a dearer level needs CPU to spare: while the output side blocks
+//! the stage and the machine had less than [`SPARE_CORES_TO_PROBE`] idle
+//! cores over the window (from `/proc/stat`), the consumer is taking the
+//! CPU the compressor would need (ssh's cipher on the same cores, say), so
+//! the controller tries down only.
+//!
 //! A level whose window was CPU-bound is not climbed into again while that
 //! is fresh. The first window, while the buffers downstream fill, measures
-//! nothing. So a fast link or a CPU-bound consumer costs one probe window
+//! nothing; it ends once the output blocks ([`BUFFERS_FULL_WAIT`]). So a fast link or a CPU-bound consumer costs one probe window
 //! now and then, a level that makes such a transfer slower is not kept,
 //! and a slow link reaches its level in a few windows. Level 0 means
 //! storing blocks without compressing them, for ranges that allow it.
@@ -38,6 +44,9 @@ use std::time::{Duration, Instant};
 
 /// Shortest time a window measures.
 pub const MIN_WINDOW: Duration = Duration::from_millis(500);
+/// Output blocked this long in the first window means the buffers
+/// downstream are full: the first window ends early.
+pub const BUFFERS_FULL_WAIT: Duration = Duration::from_millis(20);
 /// Fewest blocks a window measures.
 pub const MIN_WINDOW_BLOCKS: u32 = 4;
 /// Share of a window spent blocked on output that means the output side
@@ -56,6 +65,31 @@ pub const MAX_STEP: i32 = 4;
 /// How long a measured rate counts; a level known to be slower is not
 /// tried again before its measure is this old.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// Idle cores (averaged over a window) below which the machine has no CPU
+/// to give a dearer level: the controller then tries down only.
+pub const SPARE_CORES_TO_PROBE: f64 = 0.5;
+
+/// Where the controller reads the machine's idle CPU time: a running total
+/// of idle seconds over all cores, `None` when unknown.
+pub type IdleSource = fn() -> Option<f64>;
+
+/// The machine's idle CPU time so far (idle and iowait of all cores, in
+/// seconds), from the first line of `/proc/stat`; `None` where there is
+/// no such file.
+pub fn machine_idle_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait ...: in USER_HZ, 100 on Linux.
+    let ticks: Vec<u64> = fields
+        .take(5)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((*ticks.get(3)? + *ticks.get(4)?) as f64 / 100.0)
+}
 
 /// Levels the controller may choose, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +112,8 @@ struct Window {
     blocks: u32,
     output_wait: Duration,
     cpu_wait: Duration,
+    /// The machine's idle seconds when the window opened.
+    idle_at_start: Option<f64>,
 }
 
 /// The controller's state between decisions.
@@ -101,6 +137,8 @@ pub struct Adapt {
     warmed: bool,
     /// Print each decision on stderr ([`TRACE_ENV`] set).
     trace: bool,
+    /// Reads the machine's idle CPU time.
+    idle: IdleSource,
 }
 
 /// Set (to anything) to print each of the controller's decisions on
@@ -122,7 +160,15 @@ impl Adapt {
             dear: vec![None; span],
             warmed: false,
             trace: std::env::var_os(TRACE_ENV).is_some(),
+            idle: machine_idle_secs,
         }
+    }
+
+    /// Reads the machine's idle CPU time from `idle` instead of
+    /// `/proc/stat` (for tests).
+    pub fn with_idle_source(mut self, idle: IdleSource) -> Self {
+        self.idle = idle;
+        self
     }
 
     /// The current level.
@@ -158,6 +204,7 @@ impl Adapt {
             // The window opens at its first block's hand-off.
             *w = Window {
                 start: Some(now),
+                idle_at_start: (self.idle)(),
                 ..Window::default()
             };
             return self.level;
@@ -167,25 +214,35 @@ impl Adapt {
             w.time += dt;
             w.blocks += 1;
         }
-        if w.blocks < MIN_WINDOW_BLOCKS || w.time < MIN_WINDOW {
-            return self.level;
-        }
+        let enough = w.blocks >= MIN_WINDOW_BLOCKS && w.time >= MIN_WINDOW;
         if !self.warmed {
             // The first window runs while the buffers downstream (pipes,
-            // ssh, sockets) still fill: its rate is not the level's.
-            self.warmed = true;
-            self.window = Window::default();
+            // ssh, sockets) still fill: its rate is not the level's. Once
+            // the output blocks they are full, and it ends there.
+            let full = w.blocks >= MIN_WINDOW_BLOCKS && w.output_wait >= BUFFERS_FULL_WAIT;
+            if enough || full {
+                self.warmed = true;
+                self.window = Window::default();
+            }
+            return self.level;
+        }
+        if !enough {
             return self.level;
         }
         let rate = w.bytes as f64 / w.time.as_secs_f64();
         let wall = now.saturating_duration_since(start).as_secs_f64().max(1e-9);
         let out = w.output_wait.as_secs_f64() / wall;
         let cpu = w.cpu_wait.as_secs_f64() / wall;
+        let spare = w
+            .idle_at_start
+            .zip((self.idle)())
+            .map(|(a, b)| (b - a).max(0.0) / wall);
         let (was, blocks) = (self.level, w.blocks);
-        self.decide(rate, out, cpu, now);
+        self.decide(rate, out, cpu, spare, now);
         if self.trace {
+            let spare = spare.map_or("?".to_string(), |s| format!("{s:.2}"));
             eprintln!(
-                "adapt: level {was}: {:.1} MB/s over {} blocks, output waits {:.0}%, cpu waits {:.0}% -> level {}",
+                "adapt: level {was}: {:.1} MB/s over {} blocks, output waits {:.0}%, cpu waits {:.0}%, idle cores {spare} -> level {}",
                 rate / 1e6,
                 blocks,
                 out * 100.0,
@@ -210,7 +267,7 @@ impl Adapt {
         }
     }
 
-    fn decide(&mut self, rate: f64, out: f64, cpu: f64, now: Instant) {
+    fn decide(&mut self, rate: f64, out: f64, cpu: f64, spare: Option<f64>, now: Instant) {
         let level = self.level;
         *self.slot(level) = Some((rate, now));
         let cpu_bound = cpu > CPU_BOUND_SHARE && cpu > out;
@@ -250,12 +307,15 @@ impl Adapt {
                 && self.fresh(l, now).map_or(true, |r| r > rate)
         };
         let (up, down) = (level + 1, level - 1);
+        let no_spare_cpu = spare.is_some_and(|s| s < SPARE_CORES_TO_PROBE);
         let next = if cpu_bound {
             [down, up].into_iter().find(|&l| worth(l))
-        } else if out > OUTPUT_BOUND_SHARE {
+        } else if out > OUTPUT_BOUND_SHARE && !no_spare_cpu {
             [up, down].into_iter().find(|&l| worth(l))
         } else {
-            // Neither side blocks the stage: the input is the bottleneck.
+            // Neither side blocks the stage, or the output does but the
+            // machine has no idle core for a dearer level: the input or a
+            // consumer on the same cores is the bottleneck.
             // When the machine's cores are shared (ssh, hashing and the
             // workers on two cores), the stage before starves because the
             // workers take its CPU, so a cheaper level may still be faster;
@@ -296,8 +356,33 @@ mod tests {
         rate_of: impl Fn(i32) -> f64,
         waits: impl Fn(i32) -> (f64, f64),
     ) -> (i32, Vec<f64>) {
+        simulate_idle(start, secs, rate_of, waits, None)
+    }
+
+    thread_local! {
+        /// The simulated machine's idle seconds so far.
+        static IDLE: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+    }
+
+    fn simulated_idle() -> Option<f64> {
+        Some(IDLE.with(|i| i.get()))
+    }
+
+    /// [`simulate`] on a machine with `idle` cores idle (`None`: unknown).
+    fn simulate_idle(
+        start: i32,
+        secs: f64,
+        rate_of: impl Fn(i32) -> f64,
+        waits: impl Fn(i32) -> (f64, f64),
+        idle: Option<f64>,
+    ) -> (i32, Vec<f64>) {
         let t0 = Instant::now();
-        let mut a = Adapt::new(RANGE, start, t0);
+        let source: IdleSource = if idle.is_some() {
+            simulated_idle
+        } else {
+            || None
+        };
+        let mut a = Adapt::new(RANGE, start, t0).with_idle_source(source);
         let mut t = 0.0;
         let mut spent = vec![0.0; 10];
         while t < secs {
@@ -307,6 +392,7 @@ mod tests {
             a.output_waited(Duration::from_secs_f64(dt * out));
             a.cpu_waited(Duration::from_secs_f64(dt * cpu));
             t += dt;
+            IDLE.with(|i| i.set(i.get() + dt * idle.unwrap_or(0.0)));
             spent[l as usize] += dt;
             a.emitted(l, BLOCK, true, t0 + Duration::from_secs_f64(t));
         }
@@ -391,7 +477,7 @@ mod tests {
         // Fast incompressible blocks between slow compressible ones: the
         // probe of level 4 must be judged on the compressible ones only.
         let t0 = Instant::now();
-        let mut a = Adapt::new(RANGE, 3, t0);
+        let mut a = Adapt::new(RANGE, 3, t0).with_idle_source(|| None);
         let mut t = Duration::ZERO;
         let mut step = |a: &mut Adapt, secs: f64, counted: bool| {
             t += Duration::from_secs_f64(secs);
@@ -421,7 +507,7 @@ mod tests {
     #[test]
     fn blocks_of_an_older_level_and_short_windows_decide_nothing() {
         let t0 = Instant::now();
-        let mut a = Adapt::new(RANGE, 3, t0);
+        let mut a = Adapt::new(RANGE, 3, t0).with_idle_source(|| None);
         a.output_waited(Duration::from_secs(5));
         for i in 0..100 {
             assert_eq!(a.emitted(2, BLOCK, true, t0 + Duration::from_millis(i)), 3);
@@ -429,5 +515,61 @@ mod tests {
         for i in 0..3 {
             assert_eq!(a.emitted(3, BLOCK, true, t0 + Duration::from_millis(i)), 3);
         }
+    }
+
+    #[test]
+    fn a_consumer_on_busy_cores_is_not_given_a_dearer_level_to_try() {
+        // ssh over loopback: the output blocks the stage 60% of the time,
+        // but the cores are all busy, so compressing would only take CPU
+        // from the cipher. With no idle core nothing above 0 is tried.
+        let rate = |l: i32| 450e6 * (1.0 - 0.2 * l as f64);
+        let waits = |_| (0.6, 0.0);
+        let (level, spent) = simulate_idle(0, 20.0, rate, waits, Some(0.1));
+        assert_eq!(level, 0);
+        assert_eq!(spent[1..].iter().sum::<f64>(), 0.0, "{spent:?}");
+        // With a core idle the same stage does try level 1 (and leaves it).
+        let (level, spent) = simulate_idle(0, 20.0, rate, waits, Some(1.0));
+        assert_eq!(level, 0);
+        assert!(spent[1] > 0.0, "{spent:?}");
+    }
+
+    #[test]
+    fn a_slow_link_climbs_even_when_the_cores_are_busy() {
+        let rate = |l: i32| 12e6 * (1.0 + 0.1 * l as f64);
+        let (level, _) = simulate_idle(0, 60.0, rate, |_| (0.95, 0.0), Some(0.0));
+        assert!(level >= 5, "ended at {level}");
+    }
+
+    #[test]
+    fn the_first_window_ends_once_the_output_blocks() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(RANGE, 3, t0).with_idle_source(|| None);
+        let mut t = Duration::ZERO;
+        let mut step = |a: &mut Adapt, secs: f64, out: f64| {
+            t += Duration::from_secs_f64(secs);
+            a.output_waited(Duration::from_secs_f64(secs * out));
+            a.emitted(a.level(), BLOCK, true, t0 + t)
+        };
+        // 50 ms of fast blocks while the buffers fill, the output already
+        // blocking: the warm-up ends without waiting for MIN_WINDOW.
+        for _ in 0..5 {
+            assert_eq!(step(&mut a, 0.01, 0.9), 3);
+        }
+        // One full window behind a slow link then decides: a climb.
+        let mut level = 3;
+        for _ in 0..6 {
+            level = step(&mut a, 0.1, 0.95);
+        }
+        assert!(level > 3, "no decision after the warm-up: {level}");
+    }
+
+    #[test]
+    fn the_machine_idle_counter_reads_and_grows() {
+        let Some(a) = machine_idle_secs() else {
+            return; // no /proc/stat here
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let b = machine_idle_secs().expect("read once, reads again");
+        assert!(b >= a, "{a} then {b}");
     }
 }

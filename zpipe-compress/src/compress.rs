@@ -77,6 +77,9 @@ pub struct CompressConfig {
     pub adapt: Option<AdaptRange>,
     /// Store blocks that will not shrink as raw frames without compressing them.
     pub detect_incompressible: bool,
+    /// Give every frame zstd's content checksum (XXH64). Off only where a
+    /// layer inside already checks every byte (zsend-wrap's SHA-256 frames).
+    pub checksum: bool,
 }
 
 impl Default for CompressConfig {
@@ -87,11 +90,19 @@ impl Default for CompressConfig {
             block_size: DEFAULT_BLOCK_SIZE,
             adapt: None,
             detect_incompressible: true,
+            checksum: true,
         }
     }
 }
 
 impl CompressConfig {
+    fn frame_options(&self) -> FrameOptions {
+        FrameOptions {
+            detect: self.detect_incompressible,
+            checksum: self.checksum,
+        }
+    }
+
     /// Checks the values; a bad one is a usage error naming the option.
     pub fn validate(&self) -> anyhow::Result<()> {
         let bad = |m: String| Err(zpipe_core::exit::usage(m));
@@ -238,7 +249,7 @@ struct Job {
     input: Chunk,
     out: Block,
     level: i32,
-    detect: bool,
+    opts: FrameOptions,
 }
 
 struct Done {
@@ -324,7 +335,7 @@ impl CompressStage {
             input,
             out: block,
             level: self.level,
-            detect: self.cfg.detect_incompressible,
+            opts: self.cfg.frame_options(),
         };
         self.pool.submit(job, out.cancel())?;
         self.submitted += 1;
@@ -428,7 +439,7 @@ fn run_job(job: Job) -> Done {
         input,
         mut out,
         level,
-        detect,
+        opts,
     } = job;
     let (how, result) = WORKER.with(|w| {
         let mut w = w.borrow_mut();
@@ -436,7 +447,7 @@ fn run_job(job: Job) -> Done {
             cctx: CCtx::create(),
             scratch: Vec::new(),
         });
-        compress_block(w, input.data(), out.vec_mut(), level, detect)
+        compress_block(w, input.data(), out.vec_mut(), level, opts)
     });
     Done {
         input,
@@ -456,29 +467,38 @@ struct Written {
     incompressible: bool,
 }
 
+/// What every frame of a stage gets.
+#[derive(Debug, Clone, Copy)]
+struct FrameOptions {
+    /// Probe blocks and store the incompressible ones.
+    detect: bool,
+    /// Append the content checksum.
+    checksum: bool,
+}
+
 /// Writes size frame + frame for `data` into `out`.
 fn compress_block(
     w: &mut Worker,
     data: &[u8],
     out: &mut Vec<u8>,
     level: i32,
-    detect: bool,
+    opts: FrameOptions,
 ) -> (Written, Result<(), String>) {
     out.clear();
     out.extend_from_slice(&[0u8; SIZE_FRAME_LEN]);
     // Probed at the store level too, so --adapt can tell data that no
     // level shrinks from data that the level decides about.
-    let incompressible = detect && looks_incompressible(w, data);
+    let incompressible = opts.detect && looks_incompressible(w, data);
     let raw = incompressible || level == STORE_LEVEL;
     let how = Written {
         raw,
         incompressible,
     };
     let res = if raw {
-        format::write_raw_frame(data, out);
+        format::write_raw_frame(data, opts.checksum, out);
         Ok(())
     } else {
-        zstd_frame(&mut w.cctx, data, out, level)
+        zstd_frame(&mut w.cctx, data, out, level, opts.checksum)
     };
     if let Err(e) = res {
         return (how, Err(e));
@@ -493,13 +513,14 @@ fn zstd_frame(
     data: &[u8],
     out: &mut Vec<u8>,
     level: i32,
+    checksum: bool,
 ) -> Result<(), String> {
     let err = |c: usize| zstd_safe::get_error_name(c).to_string();
     cctx.reset(ResetDirective::SessionAndParameters)
         .map_err(err)?;
     cctx.set_parameter(CParameter::CompressionLevel(level))
         .map_err(err)?;
-    cctx.set_parameter(CParameter::ChecksumFlag(true))
+    cctx.set_parameter(CParameter::ChecksumFlag(checksum))
         .map_err(err)?;
     cctx.set_parameter(CParameter::ContentSizeFlag(true))
         .map_err(err)?;
@@ -556,12 +577,12 @@ pub fn compress_to_vec(data: &[u8], cfg: &CompressConfig) -> anyhow::Result<Vec<
     let mut out = Vec::new();
     let mut chunks = data.chunks(cfg.block_size).peekable();
     if chunks.peek().is_none() {
-        compress_block(&mut w, &[], &mut all, cfg.level, cfg.detect_incompressible)
+        compress_block(&mut w, &[], &mut all, cfg.level, cfg.frame_options())
             .1
             .map_err(anyhow::Error::msg)?;
     }
     for c in chunks {
-        compress_block(&mut w, c, &mut out, cfg.level, cfg.detect_incompressible)
+        compress_block(&mut w, c, &mut out, cfg.level, cfg.frame_options())
             .1
             .map_err(anyhow::Error::msg)
             .context("compressing")?;
@@ -619,6 +640,27 @@ mod tests {
         let z = compress_to_vec(&r, &cfg(1 << 20)).unwrap();
         assert!(z.len() as f64 <= r.len() as f64 * 1.001, "{}", z.len());
         assert_eq!(zstd::stream::decode_all(&z[..]).unwrap(), r);
+    }
+
+    #[test]
+    fn without_checksums_frames_carry_none_and_still_decode() {
+        // Compressed and stored blocks alike.
+        let mut data = text(600_000);
+        data.extend(random(600_000));
+        let cfg = CompressConfig {
+            checksum: false,
+            ..cfg(MIN_BLOCK_SIZE * 16)
+        };
+        let z = compress_to_vec(&data, &cfg).unwrap();
+        let mut at = 0;
+        while at < z.len() {
+            let n = format::read_size_frame(&z[at..]).unwrap() as usize;
+            at += SIZE_FRAME_LEN;
+            let e = format::walk_frame(&z[at..]).unwrap();
+            assert!(!e.header.unwrap().checksum);
+            at += n;
+        }
+        assert_eq!(zstd::stream::decode_all(&z[..]).unwrap(), data);
     }
 
     #[test]

@@ -38,8 +38,10 @@ pub const CHECKSUM_LEN: usize = 4;
 /// Header length of the raw frames we build (magic, FHD, 4-byte content size).
 pub const RAW_FRAME_HEADER_LEN: usize = 9;
 /// Frame_Header_Descriptor of our raw frames: FCS field 4 bytes (flag 2),
-/// Single_Segment, Content_Checksum.
-const RAW_FRAME_FHD: u8 = (2 << 6) | (1 << 5) | (1 << 2);
+/// Single_Segment; [`FHD_CHECKSUM`] added when they carry a checksum.
+const RAW_FRAME_FHD: u8 = (2 << 6) | (1 << 5);
+/// The Content_Checksum_flag of a Frame_Header_Descriptor.
+const FHD_CHECKSUM: u8 = 1 << 2;
 /// The smallest window a frame may declare (Window_Descriptor exponent 0).
 const WINDOW_LOG_MIN: u32 = 10;
 
@@ -279,22 +281,23 @@ pub fn walk_frame(b: &[u8]) -> Result<FrameExtent, FormatError> {
 }
 
 /// Length of the raw frame [`write_raw_frame`] makes for `content_len` bytes.
-pub fn raw_frame_len(content_len: usize) -> usize {
+pub fn raw_frame_len(content_len: usize, checksum: bool) -> usize {
     let blocks = content_len.div_ceil(MAX_BLOCK_SIZE).max(1);
-    RAW_FRAME_HEADER_LEN + blocks * BLOCK_HEADER_LEN + content_len + CHECKSUM_LEN
+    let sum = if checksum { CHECKSUM_LEN } else { 0 };
+    RAW_FRAME_HEADER_LEN + blocks * BLOCK_HEADER_LEN + content_len + sum
 }
 
 /// Largest content a raw frame can carry (its size field is 32 bits).
 pub const RAW_FRAME_MAX_CONTENT: usize = u32::MAX as usize;
 
 /// Appends a standard zstd frame storing `content` in Raw_Blocks, with its
-/// content size and checksum, to `out`. `content` must be at most
-/// [`RAW_FRAME_MAX_CONTENT`] bytes.
-pub fn write_raw_frame(content: &[u8], out: &mut Vec<u8>) {
+/// content size and (when `checksum`) its content checksum, to `out`.
+/// `content` must be at most [`RAW_FRAME_MAX_CONTENT`] bytes.
+pub fn write_raw_frame(content: &[u8], checksum: bool, out: &mut Vec<u8>) {
     debug_assert!(content.len() <= RAW_FRAME_MAX_CONTENT);
-    out.reserve(raw_frame_len(content.len()));
+    out.reserve(raw_frame_len(content.len(), checksum));
     out.extend_from_slice(&ZSTD_MAGIC.to_le_bytes());
-    out.push(RAW_FRAME_FHD);
+    out.push(RAW_FRAME_FHD | if checksum { FHD_CHECKSUM } else { 0 });
     out.extend_from_slice(&(content.len() as u32).to_le_bytes());
     let mut chunks = content.chunks(MAX_BLOCK_SIZE).peekable();
     if chunks.peek().is_none() {
@@ -304,7 +307,9 @@ pub fn write_raw_frame(content: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&block_header(chunks.peek().is_none(), c.len()));
         out.extend_from_slice(c);
     }
-    out.extend_from_slice(&(xxh64(content, 0) as u32).to_le_bytes());
+    if checksum {
+        out.extend_from_slice(&(xxh64(content, 0) as u32).to_le_bytes());
+    }
 }
 
 fn block_header(last: bool, raw_len: usize) -> [u8; 3] {
@@ -332,13 +337,16 @@ mod tests {
             300_000,
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 7) as u8).collect();
-            let mut f = Vec::new();
-            write_raw_frame(&data, &mut f);
-            assert_eq!(f.len(), raw_frame_len(len));
-            assert_eq!(zstd_decode(&f), data, "len {len}");
-            let e = walk_frame(&f).unwrap();
-            assert_eq!(e.len, f.len());
-            assert_eq!(e.decoded_bound, len as u64);
+            for checksum in [true, false] {
+                let mut f = Vec::new();
+                write_raw_frame(&data, checksum, &mut f);
+                assert_eq!(f.len(), raw_frame_len(len, checksum));
+                assert_eq!(zstd_decode(&f), data, "len {len}");
+                let e = walk_frame(&f).unwrap();
+                assert_eq!(e.len, f.len());
+                assert_eq!(e.decoded_bound, len as u64);
+                assert_eq!(e.header.unwrap().checksum, checksum);
+            }
         }
     }
 
@@ -346,7 +354,7 @@ mod tests {
     fn corrupt_raw_payload_fails_the_checksum() {
         let data = vec![5u8; 1000];
         let mut f = Vec::new();
-        write_raw_frame(&data, &mut f);
+        write_raw_frame(&data, true, &mut f);
         f[500] ^= 1;
         assert!(zstd::stream::decode_all(&f[..]).is_err());
     }

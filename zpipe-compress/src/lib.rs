@@ -232,6 +232,7 @@ fn make_config(
         }),
         adapt,
         detect_incompressible: detect,
+        checksum: true,
     }
 }
 

@@ -484,11 +484,14 @@ fn build_stages(
     // hands its decoder one whole verify frame per block, checked in place.
     let framed_block = (args.frame_size as usize + zpipe_verify::format::RECORD_LEN)
         .max(zpipe_compress::compress::MIN_BLOCK_SIZE);
+    // No zstd content checksum: the verify frames inside carry a SHA-256
+    // of every byte, checked by the receiver after decompression.
     let compress = match args.compression() {
         CompressChoice::Off => None,
         CompressChoice::Level(level) => Some(zpipe_compress::CompressConfig {
             level,
             block_size: framed_block,
+            checksum: false,
             ..zpipe_compress::CompressConfig::default()
         }),
         CompressChoice::Auto => Some(zpipe_compress::CompressConfig {
@@ -498,6 +501,7 @@ fn build_stages(
                 max: AUTO_MAX_LEVEL,
             }),
             block_size: framed_block,
+            checksum: false,
             ..zpipe_compress::CompressConfig::default()
         }),
     };
