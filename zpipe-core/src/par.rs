@@ -14,13 +14,22 @@ use std::thread::JoinHandle;
 
 /// Runs `f` on `workers` threads and returns results in order.
 pub struct OrderedPool<I: Send + 'static, O: Send + 'static> {
-    work_tx: Option<Sender<(u64, I)>>,
+    work_tx: Option<Sender<Job<I>>>,
     done_rx: Receiver<(u64, O)>,
     done: BTreeMap<u64, O>,
     next_submit: u64,
     next_out: u64,
     window: usize,
+    /// Paired mode: the last item submitted, waiting for a partner.
+    pending: Option<I>,
+    paired: bool,
     handles: Vec<JoinHandle<()>>,
+}
+
+/// Work for a worker: an item, or two consecutive ones (`seq`, `seq + 1`).
+enum Job<I> {
+    One(u64, I),
+    Two(u64, I, I),
 }
 
 /// A worker's function for one item.
@@ -28,25 +37,18 @@ type One<I, O> = Arc<dyn Fn(I) -> O + Send + Sync>;
 /// A worker's function for two items at once.
 type Two<I, O> = Arc<dyn Fn(I, I) -> (O, O) + Send + Sync>;
 
-/// A worker's loop: one item at a time, or two when a second is already
-/// waiting and `f2` is given; ends when the pool or its results are gone.
-fn work<I, O>(
-    rx: &Receiver<(u64, I)>,
-    tx: &Sender<(u64, O)>,
-    f: &(dyn Fn(I) -> O + Send + Sync),
-    f2: Option<&(dyn Fn(I, I) -> (O, O) + Send + Sync)>,
-) {
-    while let Ok((seq, item)) = rx.recv() {
-        let second = match f2 {
-            Some(f2) => rx.try_recv().ok().map(|next| (f2, next)),
-            None => None,
-        };
-        let sent = match second {
-            Some((f2, (seq2, item2))) => {
-                let (a, b) = f2(item, item2);
-                tx.send((seq, a)).and_then(|()| tx.send((seq2, b)))
+/// A worker's loop; ends when the pool or its results are gone.
+fn work<I, O>(rx: &Receiver<Job<I>>, tx: &Sender<(u64, O)>, f: &One<I, O>, f2: Option<&Two<I, O>>) {
+    for job in rx {
+        let sent = match (job, f2) {
+            (Job::Two(seq, a, b), Some(f2)) => {
+                let (a, b) = f2(a, b);
+                tx.send((seq, a)).and_then(|()| tx.send((seq + 1, b)))
             }
-            None => tx.send((seq, f(item))),
+            (Job::Two(seq, a, b), None) => {
+                tx.send((seq, f(a))).and_then(|()| tx.send((seq + 1, f(b))))
+            }
+            (Job::One(seq, a), _) => tx.send((seq, f(a))),
         };
         if sent.is_err() {
             break;
@@ -72,9 +74,11 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
         Self::start(workers, window, Arc::new(f), None)
     }
 
-    /// Like [`new`](Self::new), but a worker that finds a second item
-    /// waiting takes both and runs `f2` on the pair (for work such as
-    /// hashing, where two independent items cost little more than one).
+    /// Like [`new`](Self::new), but consecutive items go to a worker two
+    /// at a time and run through `f2` (for work such as hashing, where two
+    /// independent items cost little more than one). An item waits for
+    /// its partner until the next one is submitted or until [`next`](Self::next)
+    /// has to wait for it; only [`next`](Self::next) runs it alone.
     pub fn new_paired<F, F2>(workers: usize, window: usize, f: F, f2: F2) -> Self
     where
         F: Fn(I) -> O + Send + Sync + 'static,
@@ -86,8 +90,9 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
     fn start(workers: usize, window: usize, f: One<I, O>, f2: Option<Two<I, O>>) -> Self {
         let workers = workers.max(1);
         let window = window.max(workers);
-        let (work_tx, work_rx) = bounded::<(u64, I)>(window);
+        let (work_tx, work_rx) = bounded::<Job<I>>(window);
         let (done_tx, done_rx) = bounded::<(u64, O)>(window);
+        let paired = f2.is_some();
         let handles = (0..workers)
             .map(|i| {
                 let rx = work_rx.clone();
@@ -95,7 +100,7 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
                 let (f, f2) = (Arc::clone(&f), f2.clone());
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || work(&rx, &tx, &*f, f2.as_deref()))
+                    .spawn(move || work(&rx, &tx, &f, f2.as_ref()))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -106,6 +111,8 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
             next_submit: 0,
             next_out: 0,
             window,
+            pending: None,
+            paired,
             handles,
         }
     }
@@ -124,11 +131,34 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
     /// [`has_room`](Self::has_room) is false.
     pub fn submit(&mut self, item: I, cancel: &Cancel) -> Result<(), Cancelled> {
         debug_assert!(self.has_room());
+        let seq = self.next_submit;
+        self.next_submit += 1;
+        if !self.paired {
+            return self.send(Job::One(seq, item), cancel);
+        }
+        match self.pending.take() {
+            Some(first) => self.send(Job::Two(seq - 1, first, item), cancel),
+            None => {
+                self.pending = Some(item);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a waiting item alone.
+    fn flush(&mut self, cancel: &Cancel) -> Result<(), Cancelled> {
+        match self.pending.take() {
+            Some(item) => self.send(Job::One(self.next_submit - 1, item), cancel),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, job: Job<I>, cancel: &Cancel) -> Result<(), Cancelled> {
         let tx = self.work_tx.as_ref().ok_or(Cancelled)?;
-        let mut msg = (self.next_submit, item);
+        let mut msg = job;
         loop {
             match tx.send_timeout(msg, POLL_INTERVAL) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(crossbeam_channel::SendTimeoutError::Timeout(m)) => {
                     cancel.check()?;
                     msg = m;
@@ -136,8 +166,6 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
                 Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return Err(Cancelled),
             }
         }
-        self.next_submit += 1;
-        Ok(())
     }
 
     /// The next result in order if it is ready, without waiting.
@@ -148,8 +176,9 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
         self.take_ready()
     }
 
-    /// The next result in order, waiting for it; `Ok(None)` when nothing is
-    /// in flight.
+    /// The next result in order, waiting for it (and sending a waiting
+    /// item alone rather than wait for its partner); `Ok(None)` when
+    /// nothing is in flight.
     pub fn next(&mut self, cancel: &Cancel) -> Result<Option<O>, Cancelled> {
         if self.in_flight() == 0 {
             return Ok(None);
@@ -158,6 +187,7 @@ impl<I: Send + 'static, O: Send + 'static> OrderedPool<I, O> {
             if let Some(out) = self.try_next() {
                 return Ok(Some(out));
             }
+            self.flush(cancel)?;
             match self.done_rx.recv_timeout(POLL_INTERVAL) {
                 Ok((seq, out)) => {
                     self.done.insert(seq, out);
@@ -218,12 +248,11 @@ mod tests {
     }
 
     #[test]
-    fn paired_workers_take_two_waiting_items_and_keep_the_order() {
+    fn paired_pool_runs_consecutive_items_together_and_keeps_the_order() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let cancel = Cancel::new();
         let pairs = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&pairs);
-        // One worker, held up by the first item while the rest queue.
         let mut pool = OrderedPool::new_paired(
             1,
             8,
@@ -246,8 +275,24 @@ mod tests {
             out.push(o);
         }
         assert_eq!(out, (0..8).map(|i| i * 2).collect::<Vec<_>>());
-        // 1..=7 were waiting when 0 finished: at least three pairs.
-        assert!(pairs.load(Ordering::Relaxed) >= 3, "{pairs:?}");
+        // Submitted back to back: four pairs, nobody alone.
+        assert_eq!(pairs.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_paired_item_without_a_partner_runs_alone_when_waited_for() {
+        let cancel = Cancel::new();
+        let mut pool = OrderedPool::new_paired(2, 4, |x: u32| x + 100, |a: u32, b: u32| (a, b));
+        for i in 0..3 {
+            pool.submit(i, &cancel).unwrap();
+        }
+        // 0 and 1 ran as a pair; 2 waits for a partner until asked for.
+        let mut out = Vec::new();
+        while let Some(o) = pool.next(&cancel).unwrap() {
+            out.push(o);
+        }
+        assert_eq!(out, vec![0, 1, 102]);
+        assert_eq!(pool.in_flight(), 0);
     }
 
     #[test]
