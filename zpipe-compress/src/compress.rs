@@ -486,9 +486,10 @@ fn compress_block(
 ) -> (Written, Result<(), String>) {
     out.clear();
     out.extend_from_slice(&[0u8; SIZE_FRAME_LEN]);
-    // Probed at the store level too, so --adapt can tell data that no
-    // level shrinks from data that the level decides about.
-    let incompressible = opts.detect && looks_incompressible(w, data);
+    // Not probed at the store level: every block is stored there at the
+    // same cost, so all of them measure the level (and the probe's trial
+    // compression would cost what storing saves).
+    let incompressible = opts.detect && level != STORE_LEVEL && looks_incompressible(w, data);
     let raw = incompressible || level == STORE_LEVEL;
     let how = Written {
         raw,
@@ -640,6 +641,22 @@ mod tests {
         let z = compress_to_vec(&r, &cfg(1 << 20)).unwrap();
         assert!(z.len() as f64 <= r.len() as f64 * 1.001, "{}", z.len());
         assert_eq!(zstd::stream::decode_all(&z[..]).unwrap(), r);
+    }
+
+    #[test]
+    fn the_store_level_stores_without_probing() {
+        let mut w = Worker {
+            cctx: CCtx::create(),
+            scratch: Vec::new(),
+        };
+        let opts = cfg(1 << 20).frame_options();
+        let (mut out, r) = (Vec::new(), random(1 << 20));
+        let (how, res) = compress_block(&mut w, &r, &mut out, STORE_LEVEL, opts);
+        res.unwrap();
+        // Stored, and counted for --adapt: no probe said "incompressible".
+        assert!(how.raw && !how.incompressible, "{how:?}");
+        let (how, _) = compress_block(&mut w, &r, &mut out, 1, opts);
+        assert!(how.raw && how.incompressible, "{how:?}");
     }
 
     #[test]
