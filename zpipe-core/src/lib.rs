@@ -10,6 +10,7 @@
 //! - [`par`]: an order-preserving parallel map used by hashing and compression.
 //! - [`fdio`]: cancellable, poll-based reads and writes on raw descriptors.
 //! - [`splice`]: the zero-copy pass-through with pipe sizing.
+//! - [`lend`]: a sink that hands its blocks' pages to a pipe (vmsplice).
 //! - [`cancel`]: the shared shutdown token and the child-process registry.
 //! - [`fletcher4`]: the Fletcher-4 checksum of ZFS streams and resume tokens.
 //! - [`nvlist`]: the packed (native) nvlist codec of ZFS resume tokens.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod exit;
 pub mod fdio;
 pub mod fletcher4;
+pub mod lend;
 pub mod nvlist;
 pub mod par;
 pub mod parse;

@@ -376,7 +376,7 @@ pub fn receive_from(args: &Args, zfs: &Zfs, caps: &Caps, input: OwnedFd) -> anyh
         }
         Kind::Zfs => {}
     }
-    let sink = zsend_wrap::send::output_sink(&meter_handle, OwnedFd::from(stdin), buffered)?;
+    let sink = zsend_wrap::send::output_sink(&meter_handle, OwnedFd::from(stdin), buffered, false)?;
     let result = pipeline::run(
         &PipelineConfig {
             block_size: READ_BLOCK_SIZE,

@@ -294,7 +294,9 @@ fn send(args: &Args) -> anyhow::Result<Exit> {
         }
         None => rustix::io::dup(zpipe_core::fdio::stdout_fd()).context("duplicating stdout")?,
     };
-    let sink = output_sink(&meter, out_fd, buffered)?;
+    // Our own ssh copies its input out with read(2): its pipe can borrow
+    // our blocks' pages instead of a copy of them (zpipe_core::lend).
+    let sink = output_sink(&meter, out_fd, buffered, remote.is_some())?;
     let source = ChildSource::new(
         stdout,
         Arc::clone(&zfs_child),
@@ -421,11 +423,13 @@ pub fn check_token(zfs: &Zfs, text: &str) -> anyhow::Result<crate::token::Resume
 }
 
 /// The pipeline's sink: the meter's `--buffer` when asked for, else a
-/// plain descriptor sink.
+/// descriptor sink, lending its pages (`lend`) to a pipe whose reader is
+/// known to copy them out.
 pub fn output_sink(
     meter: &zpipe_meter::MeterHandle,
     fd: OwnedFd,
     buffered: bool,
+    lend: bool,
 ) -> anyhow::Result<Box<dyn Sink>> {
     if buffered {
         if let Some(b) = meter.buffer_sink(fd)? {
@@ -434,6 +438,9 @@ pub fn output_sink(
         return Err(exit::usage(
             "--buffer was given but the meter has no buffer",
         ));
+    }
+    if lend {
+        return Ok(Box::new(zpipe_core::lend::LendSink::new(fd)));
     }
     Ok(Box::new(FdSink::new(fd)))
 }
