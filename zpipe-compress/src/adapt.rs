@@ -31,7 +31,8 @@
 //! the stage and the machine had less than [`SPARE_CORES_TO_PROBE`] idle
 //! cores over the window (from `/proc/stat`), the consumer is taking the
 //! CPU the compressor would need (ssh's cipher on the same cores, say), so
-//! the controller tries down only.
+//! the controller tries down only, and leaves the starting level after
+//! [`SHORT_WINDOW`].
 //!
 //! A level whose window was CPU-bound is not climbed into again while that
 //! is fresh. The first window, while the buffers downstream fill, measures
@@ -44,6 +45,9 @@ use std::time::{Duration, Instant};
 
 /// Shortest time a window measures.
 pub const MIN_WINDOW: Duration = Duration::from_millis(500);
+/// Shortest window after which a machine without an idle core, away from
+/// a slow link, leaves the starting level (see [`SPARE_CORES_TO_PROBE`]).
+pub const SHORT_WINDOW: Duration = Duration::from_millis(100);
 /// Output blocked this long in the first window means the buffers
 /// downstream are full: the first window ends early.
 pub const BUFFERS_FULL_WAIT: Duration = Duration::from_millis(20);
@@ -135,6 +139,8 @@ pub struct Adapt {
     dear: Vec<Option<Instant>>,
     /// The first window (buffers filling downstream) has passed.
     warmed: bool,
+    /// A measured window has decided the level at least once.
+    decided: bool,
     /// Print each decision on stderr ([`TRACE_ENV`] set).
     trace: bool,
     /// Reads the machine's idle CPU time.
@@ -159,6 +165,7 @@ impl Adapt {
             climb: 0,
             dear: vec![None; span],
             warmed: false,
+            decided: false,
             trace: std::env::var_os(TRACE_ENV).is_some(),
             idle: machine_idle_secs,
         }
@@ -226,7 +233,8 @@ impl Adapt {
             }
             return self.level;
         }
-        if !enough {
+        let short = w.blocks >= MIN_WINDOW_BLOCKS && w.time >= SHORT_WINDOW;
+        if !enough && !(short && self.level > self.range.min) {
             return self.level;
         }
         let rate = w.bytes as f64 / w.time.as_secs_f64();
@@ -237,7 +245,20 @@ impl Adapt {
             .idle_at_start
             .zip((self.idle)())
             .map(|(a, b)| (b - a).max(0.0) / wall);
+        // On a machine with no idle core, away from a slow link, the only
+        // way is down (see `decide`). The starting level, before any
+        // decision, is left after a short window then: every block at it
+        // takes CPU from the consumer. (Later levels were chosen by a
+        // measure and keep their whole window: our own workers may be what
+        // keeps the cores busy.)
+        let starved = !self.decided
+            && out < LINK_BOUND_SHARE
+            && spare.is_some_and(|s| s < SPARE_CORES_TO_PROBE);
+        if !enough && !starved {
+            return self.level;
+        }
         let (was, blocks) = (self.level, w.blocks);
+        self.decided = true;
         self.decide(rate, out, cpu, spare, now);
         if self.trace {
             let spare = spare.map_or("?".to_string(), |s| format!("{s:.2}"));
@@ -561,6 +582,20 @@ mod tests {
             level = step(&mut a, 0.1, 0.95);
         }
         assert!(level > 3, "no decision after the warm-up: {level}");
+    }
+
+    #[test]
+    fn the_starting_level_on_busy_cores_is_left_after_a_short_window() {
+        // Level 1 on a machine with no idle core: storing is chosen
+        // within the warm-up and a short window.
+        let rate = |l: i32| if l == 0 { 450e6 } else { 300e6 };
+        let waits = |l: i32| if l == 0 { (0.6, 0.0) } else { (0.5, 0.25) };
+        let (level, spent) = simulate_idle(1, 3.0, rate, waits, Some(0.1));
+        assert_eq!(level, 0);
+        assert!(spent[1] < 0.45, "{spent:?}");
+        // With idle cores the same level gets a whole window first.
+        let (_, spent) = simulate_idle(1, 3.0, rate, waits, Some(1.5));
+        assert!(spent[1] >= 0.6, "{spent:?}");
     }
 
     #[test]
