@@ -234,7 +234,8 @@ impl Adapt {
             return self.level;
         }
         let short = w.blocks >= MIN_WINDOW_BLOCKS && w.time >= SHORT_WINDOW;
-        if !enough && !(short && self.level > self.range.min) {
+        let early = short && !self.decided && self.level > self.range.min;
+        if !(enough || early) {
             return self.level;
         }
         let rate = w.bytes as f64 / w.time.as_secs_f64();
