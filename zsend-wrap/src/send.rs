@@ -63,6 +63,9 @@ fn parse_compress(s: &str) -> Result<CompressChoice, String> {
         zsend-wrap -I tank/home@monday tank/home@friday --to backup:pool/home\n  \
         zsend-wrap -w tank/secret@now --to backup:pool/secret --limit 20M\n  \
         zsend-wrap -t \"$(ssh backup zfs get -H -o value receive_resume_token pool/home)\" --to backup:pool/home\n\n\
+        Environment: ZPIPE_ZFS (the zfs command, as --zfs), ZPIPE_ADAPT_TRACE (print each \
+        decision of --compress auto), ZPIPE_NO_VMSPLICE (with --to, copy into ssh's pipe \
+        instead of lending it our pages).\n\n\
         Exit codes: 0 ok, 1 usage, 2 integrity, 3 I/O, 4 zfs or ssh failed, 130/143 signals."
 )]
 pub struct Args {

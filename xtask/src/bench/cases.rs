@@ -743,12 +743,21 @@ fn transport(ctx: &mut Ctx, machine: Machine) -> anyhow::Result<CaseResult> {
         .both_sides(),
     ];
     let rows: Vec<RowSpec> = rows.into_iter().map(|r| r.unmeasured()).collect();
-    let targets = [wall(
-        "zsend-wrap (auto) / plain cat | ssh cat",
-        "zsend-wrap --to (auto)",
-        "plain cat | ssh cat",
-        0.75,
-    )];
+    let targets = [
+        wall(
+            "zsend-wrap (auto) / plain cat | ssh cat",
+            "zsend-wrap --to (auto)",
+            "plain cat | ssh cat",
+            0.75,
+        ),
+        // Issue 7's own line: beat plain.
+        wall(
+            "zsend-wrap (auto) / plain cat | ssh cat (beats plain)",
+            "zsend-wrap --to (auto)",
+            "plain cat | ssh cat",
+            1.0,
+        ),
+    ];
     // Into the page cache.
     let _ = std::process::Command::new("cat")
         .arg(&stream)
