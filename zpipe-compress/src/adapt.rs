@@ -36,8 +36,8 @@
 //!
 //! A level whose window was CPU-bound is not climbed into again while that
 //! is fresh. The first window, while the buffers downstream fill, measures
-//! nothing; it ends once the output blocks ([`BUFFERS_FULL_WAIT`]). So a fast link or a CPU-bound consumer costs one probe window
-//! now and then, a level that makes such a transfer slower is not kept,
+//! nothing; it ends once the output blocks ([`BUFFERS_FULL_WAIT`]). So a
+//! fast link or a CPU-bound consumer costs one probe window now and then, a level that makes such a transfer slower is not kept,
 //! and a slow link reaches its level in a few windows. Level 0 means
 //! storing blocks without compressing them, for ranges that allow it.
 
@@ -93,6 +93,12 @@ pub fn machine_idle_secs() -> Option<f64> {
         .map(|f| f.parse().ok())
         .collect::<Option<_>>()?;
     Some((*ticks.get(3)? + *ticks.get(4)?) as f64 / 100.0)
+}
+
+/// True when the machine had fewer than [`SPARE_CORES_TO_PROBE`] idle
+/// cores over a window (`spare`: idle cores, `None` when unknown).
+fn no_spare_cpu(spare: Option<f64>) -> bool {
+    spare.is_some_and(|s| s < SPARE_CORES_TO_PROBE)
 }
 
 /// Levels the controller may choose, inclusive.
@@ -233,8 +239,11 @@ impl Adapt {
             }
             return self.level;
         }
-        let short = w.blocks >= MIN_WINDOW_BLOCKS && w.time >= SHORT_WINDOW;
-        let early = short && !self.decided && self.level > self.range.min;
+        // The starting level, before any decision, may be judged early.
+        let early = !self.decided
+            && self.level > self.range.min
+            && w.blocks >= MIN_WINDOW_BLOCKS
+            && w.time >= SHORT_WINDOW;
         if !(enough || early) {
             return self.level;
         }
@@ -247,15 +256,12 @@ impl Adapt {
             .zip((self.idle)())
             .map(|(a, b)| (b - a).max(0.0) / wall);
         // On a machine with no idle core, away from a slow link, the only
-        // way is down (see `decide`). The starting level, before any
-        // decision, is left after a short window then: every block at it
-        // takes CPU from the consumer. (Later levels were chosen by a
-        // measure and keep their whole window: our own workers may be what
-        // keeps the cores busy.)
-        let starved = !self.decided
-            && out < LINK_BOUND_SHARE
-            && spare.is_some_and(|s| s < SPARE_CORES_TO_PROBE);
-        if !enough && !starved {
+        // way is down (see `decide`). The starting level is left after a
+        // short window then: every block at it takes CPU from the
+        // consumer. (Later levels were chosen by a measure and keep their
+        // whole window: our own workers may be what keeps the cores busy.)
+        let starved = out < LINK_BOUND_SHARE && no_spare_cpu(spare);
+        if !(enough || starved) {
             return self.level;
         }
         let (was, blocks) = (self.level, w.blocks);
@@ -329,10 +335,9 @@ impl Adapt {
                 && self.fresh(l, now).map_or(true, |r| r > rate)
         };
         let (up, down) = (level + 1, level - 1);
-        let no_spare_cpu = spare.is_some_and(|s| s < SPARE_CORES_TO_PROBE);
         let next = if cpu_bound {
             [down, up].into_iter().find(|&l| worth(l))
-        } else if out > OUTPUT_BOUND_SHARE && !no_spare_cpu {
+        } else if out > OUTPUT_BOUND_SHARE && !no_spare_cpu(spare) {
             [up, down].into_iter().find(|&l| worth(l))
         } else {
             // Neither side blocks the stage, or the output does but the
@@ -379,6 +384,34 @@ mod tests {
         waits: impl Fn(i32) -> (f64, f64),
     ) -> (i32, Vec<f64>) {
         simulate_idle(start, secs, rate_of, waits, None)
+    }
+
+    /// Simulated time for tests that hand the controller blocks one by one.
+    struct Clock {
+        t0: Instant,
+        t: Duration,
+    }
+
+    impl Clock {
+        fn start() -> Self {
+            Clock {
+                t0: Instant::now(),
+                t: Duration::ZERO,
+            }
+        }
+
+        /// A controller at `level` on a machine of unknown idle time.
+        fn adapt(&self, level: i32) -> Adapt {
+            Adapt::new(RANGE, level, self.t0).with_idle_source(|| None)
+        }
+
+        /// One block at the current level taking `secs`, the output
+        /// blocked `out` of it; returns the next level.
+        fn step(&mut self, a: &mut Adapt, secs: f64, out: f64, counted: bool) -> i32 {
+            self.t += Duration::from_secs_f64(secs);
+            a.output_waited(Duration::from_secs_f64(secs * out));
+            a.emitted(a.level(), BLOCK, counted, self.t0 + self.t)
+        }
     }
 
     thread_local! {
@@ -498,15 +531,10 @@ mod tests {
     fn uncounted_blocks_do_not_measure_a_level() {
         // Fast incompressible blocks between slow compressible ones: the
         // probe of level 4 must be judged on the compressible ones only.
-        let t0 = Instant::now();
-        let mut a = Adapt::new(RANGE, 3, t0).with_idle_source(|| None);
-        let mut t = Duration::ZERO;
-        let mut step = |a: &mut Adapt, secs: f64, counted: bool| {
-            t += Duration::from_secs_f64(secs);
-            // Output-bound, but not behind a link that idles the workers.
-            a.output_waited(Duration::from_secs_f64(secs * 0.7));
-            a.emitted(a.level(), BLOCK, counted, t0 + t)
-        };
+        let mut clock = Clock::start();
+        let mut a = clock.adapt(3);
+        // Output-bound, but not behind a link that idles the workers.
+        let mut step = |a: &mut Adapt, secs: f64, counted: bool| clock.step(a, secs, 0.7, counted);
         // Level 3: compressible blocks at 0.1 s each: probes level 4.
         while a.level() == 3 {
             step(&mut a, 0.1, true);
@@ -564,14 +592,9 @@ mod tests {
 
     #[test]
     fn the_first_window_ends_once_the_output_blocks() {
-        let t0 = Instant::now();
-        let mut a = Adapt::new(RANGE, 3, t0).with_idle_source(|| None);
-        let mut t = Duration::ZERO;
-        let mut step = |a: &mut Adapt, secs: f64, out: f64| {
-            t += Duration::from_secs_f64(secs);
-            a.output_waited(Duration::from_secs_f64(secs * out));
-            a.emitted(a.level(), BLOCK, true, t0 + t)
-        };
+        let mut clock = Clock::start();
+        let mut a = clock.adapt(3);
+        let mut step = |a: &mut Adapt, secs: f64, out: f64| clock.step(a, secs, out, true);
         // 50 ms of fast blocks while the buffers fill, the output already
         // blocking: the warm-up ends without waiting for MIN_WINDOW.
         for _ in 0..5 {

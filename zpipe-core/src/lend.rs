@@ -16,8 +16,8 @@
 //! Set [`NO_LEND_ENV`] to copy instead (for comparisons).
 
 use crate::cancel::Cancel;
-use crate::fdio::{self, Idle, NoIdle, Side};
-use crate::pipeline::Sink;
+use crate::fdio::{self, Side};
+use crate::pipeline::{FdSink, Sink};
 use crate::pool::Block;
 use anyhow::Context;
 use rustix::event::{PollFd, PollFlags};
@@ -45,33 +45,25 @@ const LEND_POLL: Duration = Duration::from_micros(100);
 
 /// A [`Sink`] writing to a pipe with `vmsplice(2)` (see the module docs).
 pub struct LendSink {
-    fd: OwnedFd,
+    /// The descriptor, its idle hook, and the copying path.
+    out: FdSink,
     /// Lent blocks and the stream offset where each ends.
     lent: VecDeque<(u64, Block)>,
     /// Bytes queued into the pipe so far.
     written: u64,
     /// False once the pipe refused vmsplice (or [`NO_LEND_ENV`]): copy.
     lending: bool,
-    idle: Box<dyn Idle + Send>,
 }
 
 impl LendSink {
-    /// Writes to the pipe `fd`, grown to [`fdio::DEFAULT_PIPE_SIZE`].
+    /// Writes to the pipe `fd`, sized as [`FdSink::new`] sizes it.
     pub fn new(fd: OwnedFd) -> Self {
-        fdio::grow_pipe(fd.as_fd(), fdio::DEFAULT_PIPE_SIZE);
         LendSink {
-            fd,
+            out: FdSink::new(fd),
             lent: VecDeque::new(),
             written: 0,
             lending: std::env::var_os(NO_LEND_ENV).is_none(),
-            idle: Box::new(NoIdle),
         }
-    }
-
-    /// Calls `idle` while the output is not accepting data.
-    pub fn with_idle(mut self, idle: Box<dyn Idle + Send>) -> Self {
-        self.idle = idle;
-        self
     }
 
     /// Blocks currently lent (for tests).
@@ -84,7 +76,7 @@ impl LendSink {
         if self.lent.is_empty() {
             return;
         }
-        let Ok(queued) = rustix::io::ioctl_fionread(&self.fd) else {
+        let Ok(queued) = rustix::io::ioctl_fionread(&self.out.fd) else {
             return;
         };
         let consumed = self.written.saturating_sub(queued);
@@ -96,7 +88,7 @@ impl LendSink {
     /// True when the pipe has no reader any more: nothing will copy the
     /// lent pages, so they may be reused.
     fn reader_gone(&self) -> bool {
-        let mut fds = [PollFd::new(&self.fd, PollFlags::OUT)];
+        let mut fds = [PollFd::new(&self.out.fd, PollFlags::OUT)];
         let zero = rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -134,7 +126,7 @@ impl LendSink {
             // the sink goes away first: the pages are not written while
             // the pipe can still hand them to a reader.
             #[allow(unsafe_code)]
-            let r = unsafe { rustix::pipe::vmsplice(&self.fd, &iov, SpliceFlags::NONBLOCK) };
+            let r = unsafe { rustix::pipe::vmsplice(&self.out.fd, &iov, SpliceFlags::NONBLOCK) };
             match r {
                 Ok(0) => {
                     return Err(io::Error::from(io::ErrorKind::WriteZero)).context("writing output")
@@ -142,10 +134,10 @@ impl LendSink {
                 Ok(n) => off += n,
                 Err(Errno::AGAIN) => {
                     fdio::wait_cancellable(
-                        self.fd.as_fd(),
+                        self.out.fd.as_fd(),
                         Side::Output,
                         cancel,
-                        self.idle.as_mut(),
+                        self.out.idle.as_mut(),
                     )?;
                 }
                 Err(Errno::INTR) => {}
@@ -172,7 +164,7 @@ impl Sink for LendSink {
             }
             self.lending = false;
         }
-        fdio::Writer::new(self.fd.as_fd()).write_all(block.data(), cancel, self.idle.as_mut())?;
+        self.out.write_block(block, cancel)?;
         self.written += len;
         self.reclaim();
         Ok(())

@@ -373,8 +373,8 @@ impl Source for FdSource {
 
 /// A [`Sink`] writing blocks to a descriptor.
 pub struct FdSink {
-    fd: OwnedFd,
-    idle: Box<dyn Idle + Send>,
+    pub(crate) fd: OwnedFd,
+    pub(crate) idle: Box<dyn Idle + Send>,
 }
 
 impl FdSink {

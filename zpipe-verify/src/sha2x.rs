@@ -3,10 +3,10 @@
 //! With the x86 SHA extensions one message is bound by the latency of
 //! `sha256rnds2`: every two rounds wait for the two before them, and the
 //! unit sits idle between. Two independent messages interleaved keep it
-//! busy, so two frames hash in little more than the time of one (about
-//! 1.7× the throughput on the AMD EPYC of our benchmarks). The digests are
-//! plain SHA-256: [`pair`] is checked against the `sha2` crate, and without
-//! the extensions it is simply two `sha2` digests.
+//! busy: two frames hash 1.49× as fast as one after the other on the AMD
+//! EPYC of our benchmarks. The digests are plain SHA-256: [`pair`] is
+//! checked against the `sha2` crate, and without the extensions it is
+//! simply two `sha2` digests.
 //!
 //! Only the full 64-byte blocks the two messages have in common are
 //! interleaved; the rest of the longer one and both paddings go through
